@@ -1,0 +1,67 @@
+"""The relay reports what happens through an observer, so metrics, alerts and logs stay out of the core.
+
+The relay calls these methods from its one loop thread; implementations must be cheap and must not raise
+(a failing observer must never stop publishing). Labels passed here are low-cardinality: event type, topic
+and a short reason code, never an id or a payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class RelayObserver(Protocol):
+    """What the relay tells the outside world. Every method has a no-op in :class:`NullObserver`."""
+
+    def published(self, event_type: str, topic: str, commit_to_ack_seconds: Sequence[float]) -> None:
+        """Events of one type were acknowledged by the broker and marked published (one latency each)."""
+
+    def retried(self, event_type: str, topic: str, reason: str, count: int) -> None:
+        """Events failed with a transient error and were scheduled for another attempt."""
+
+    def dead_lettered(self, event_type: str, topic: str, reason: str, count: int) -> None:
+        """Events were moved to the dead-letter state (and topic) for ``reason``."""
+
+    def batch(self, size: int) -> None:
+        """The relay claimed and produced a batch of ``size`` rows."""
+
+    def backlog(self, pending: int, oldest_pending_age_seconds: float) -> None:
+        """The outbox holds ``pending`` unpublished rows; the oldest waited this long since commit."""
+
+    def shards_owned(self, count: int) -> None:
+        """This relay instance now owns ``count`` shards."""
+
+    def broker_reachable(self, reachable: bool) -> None:  # noqa: FBT001 - a state report, read as a sentence
+        """The producer could (or could not) reach the brokers."""
+
+    def database_reachable(self, reachable: bool) -> None:  # noqa: FBT001
+        """The relay's database connection works (or not)."""
+
+
+class NullObserver:
+    """An observer that ignores everything: the default when no metrics are wanted."""
+
+    def published(self, event_type: str, topic: str, commit_to_ack_seconds: Sequence[float]) -> None:
+        """Ignore."""
+
+    def retried(self, event_type: str, topic: str, reason: str, count: int) -> None:
+        """Ignore."""
+
+    def dead_lettered(self, event_type: str, topic: str, reason: str, count: int) -> None:
+        """Ignore."""
+
+    def batch(self, size: int) -> None:
+        """Ignore."""
+
+    def backlog(self, pending: int, oldest_pending_age_seconds: float) -> None:
+        """Ignore."""
+
+    def shards_owned(self, count: int) -> None:
+        """Ignore."""
+
+    def broker_reachable(self, reachable: bool) -> None:  # noqa: FBT001
+        """Ignore."""
+
+    def database_reachable(self, reachable: bool) -> None:  # noqa: FBT001
+        """Ignore."""
