@@ -32,10 +32,10 @@ class RelayObserver(Protocol):
     def shards_owned(self, count: int) -> None:
         """This relay instance now owns ``count`` shards."""
 
-    def broker_reachable(self, reachable: bool) -> None:  # noqa: FBT001 - a state report, read as a sentence
+    def broker_reachable(self, reachable: bool) -> None:
         """The producer could (or could not) reach the brokers."""
 
-    def database_reachable(self, reachable: bool) -> None:  # noqa: FBT001
+    def database_reachable(self, reachable: bool) -> None:
         """The relay's database connection works (or not)."""
 
 
@@ -60,8 +60,8 @@ class NullObserver:
     def shards_owned(self, count: int) -> None:
         """Ignore."""
 
-    def broker_reachable(self, reachable: bool) -> None:  # noqa: FBT001
+    def broker_reachable(self, reachable: bool) -> None:
         """Ignore."""
 
-    def database_reachable(self, reachable: bool) -> None:  # noqa: FBT001
+    def database_reachable(self, reachable: bool) -> None:
         """Ignore."""

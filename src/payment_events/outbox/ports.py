@@ -1,0 +1,112 @@
+"""The outbox store port: what the relay needs from the database, independent of the engine.
+
+Adapters: ``payment_events.outbox.sql`` (PostgreSQL and SQLite through SQLAlchemy Core) and an in-memory
+fake in ``payment_events.testing``. One abstract contract test suite runs against all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+PENDING = "pending"
+PUBLISHED = "published"
+DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """One claimed outbox row, everything needed to produce it to Kafka."""
+
+    id: int
+    event_id: str
+    event_type: str
+    schema_version: int
+    topic: str
+    key: bytes
+    payload: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    shard: int
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The broker acknowledged row ``id`` at ``partition``/``offset``."""
+
+    id: int
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Row ``id`` failed transiently; try again at ``next_attempt_at``. ``error`` is a short, safe reason."""
+
+    id: int
+    next_attempt_at: datetime
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """Row ``id`` is given up on: moved to the dead-letter state with ``reason``."""
+
+    id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogStats:
+    """What an operator asks first: how much waits, how old is the oldest, what is stuck."""
+
+    pending: int
+    in_retry: int
+    dead: int
+    oldest_pending_age_seconds: float
+    published_last_minute: int
+
+
+class OutboxStore(Protocol):
+    """Claims, resolves and reports outbox rows. Every method is its own short transaction."""
+
+    def claim(self, shards: Collection[int] | None, limit: int, now: datetime) -> list[OutboxRecord]:
+        """Pending rows that may be produced now, in id order, at most ``limit``.
+
+        A row is returned only if it is pending, due (``next_attempt_at <= now``), in one of ``shards``
+        (``None`` means all), and no earlier pending row of the same key is waiting for a retry: a key
+        whose head is in backoff is skipped entirely so its order holds. Claiming is by state, never by
+        a cursor over ids, so a transaction that commits late is still found.
+        """
+        ...
+
+    def resolve(self, published: Sequence[Published], retries: Sequence[Retry], dead: Sequence[Dead]) -> None:
+        """Record delivery outcomes in one transaction: published rows with partition and offset,
+        retries with their next attempt time and last error (attempts + 1), dead rows with the reason."""
+        ...
+
+    def backlog(self, now: datetime) -> BacklogStats:
+        """Counts for metrics, alerts and `outbox status`."""
+        ...
+
+    def purge_published(self, older_than: datetime, batch_size: int) -> int:
+        """Delete up to ``batch_size`` published rows published before ``older_than``; return how many."""
+        ...
+
+
+class ShardLeases(Protocol):
+    """Which shards this relay instance may publish. PostgreSQL: session advisory locks; SQLite: all."""
+
+    def refresh(self) -> frozenset[int]:
+        """Acquire free shards up to a fair share, release extras, and return the shards owned now.
+
+        Ownership ends by itself when the instance's connection dies, so another instance takes over.
+        """
+        ...
+
+    def release_all(self) -> None:
+        """Give up every shard (graceful shutdown)."""
+        ...
