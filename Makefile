@@ -1,0 +1,42 @@
+# The two commands a newcomer needs:  make run  (the main job: the demo)  and  make test  (everything).
+# Each does its own set-up: virtualenv + pinned dependencies (scripts/bootstrap), PostgreSQL and Kafka
+# (scripts/services up). Works on a fresh Debian/Ubuntu machine with Python >= 3.11, Java 17 and Maven.
+.PHONY: run test lint typecheck unit services services-down status bench chaos schemas
+
+VENV := .venv/bin
+
+run: services
+	$(VENV)/payment-events demo
+
+test: services lint typecheck
+	$(VENV)/pytest
+
+lint: .venv
+	$(VENV)/ruff check src tests bench
+
+typecheck: .venv
+	$(VENV)/mypy
+
+unit: .venv
+	$(VENV)/pytest tests/unit
+
+services: .venv
+	scripts/services up
+
+services-down:
+	scripts/services down
+
+status:
+	scripts/services status
+
+bench: services
+	$(VENV)/python -m bench
+
+chaos: services
+	$(VENV)/python -m tests.chaos
+
+schemas: .venv
+	$(VENV)/payment-events schemas export
+
+.venv: pyproject.toml constraints.txt
+	scripts/bootstrap

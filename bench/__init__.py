@@ -1,0 +1,1 @@
+"""Benchmarks for payment-events (run with `make bench`)."""
