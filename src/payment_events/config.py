@@ -1,0 +1,560 @@
+"""One frozen :class:`Settings` object, filled from defaults < TOML file < environment < CLI flags.
+
+Every option has one name used everywhere: the field ``relay_batch_size`` is the TOML key
+``relay_batch_size`` (or ``batch_size`` inside a ``[relay]`` table), the environment variable
+``PAYMENT_EVENTS_RELAY_BATCH_SIZE`` and the flag ``--relay-batch-size``. Secrets (the SASL password, the
+SSL key password, the alert webhook URL, the password inside the database URL) are never printed: they
+are ``SecretStr`` or masked, they have no command-line flag (a flag would show in ``ps``), and
+:meth:`Settings.masked` is what ``config show`` prints.
+
+Invalid values raise :class:`~payment_events.errors.ConfigurationError` naming the option, where it came
+from (environment variable, flag, file) and the expected form. Nothing here imports SQLAlchemy or
+confluent_kafka, so loading settings is fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from payment_events.errors import ConfigurationError
+
+ENV_PREFIX = "PAYMENT_EVENTS_"
+CONFIG_FILE_ENV = "PAYMENT_EVENTS_CONFIG"
+
+_DURATION_FORM = "a duration such as 500ms, 30s, 5m, 2h or 7d (a bare number means seconds)"
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_HOST_PORT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
+_SECRET_FIELDS = frozenset({"kafka_sasl_password", "kafka_ssl_key_password", "alert_webhook_url"})
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``500ms``, ``30s``, ``5m``, ``2h``, ``7d`` or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {_DURATION_FORM}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION_RE.match(value)):
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    else:
+        raise ValueError(f"expected {_DURATION_FORM}")
+    if seconds < 0:
+        raise ValueError(f"expected {_DURATION_FORM}, not negative")
+    return seconds
+
+
+def parse_routing(value: object) -> dict[str, str]:
+    """An event-type -> topic mapping from a TOML table, a dict, or ``Type=topic,Type2=topic2``."""
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, str):
+        routing: dict[str, str] = {}
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            event_type, sep, topic = part.partition("=")
+            if not sep or not event_type.strip() or not topic.strip():
+                raise ValueError("expected EventType=topic pairs separated by commas")
+            routing[event_type.strip()] = topic.strip()
+        return routing
+    raise ValueError("expected EventType=topic pairs separated by commas, or a TOML table")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe to print)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _opt(default: Any, group: str, form: str, help_text: str) -> Any:
+    """A settings field with the metadata that flags, docs and error messages are built from."""
+    return Field(default=default, description=help_text, json_schema_extra={"group": group, "form": form})
+
+
+Duration = float
+"""Seconds; accepted as ``500ms``, ``30s``, ``5m``, ``2h``, ``7d`` or a number."""
+
+
+class Settings(BaseModel):
+    """Every knob of payment-events. Frozen; build it with :func:`load_settings`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    # database
+    database_url: str = _opt(
+        "sqlite:///payment_events.db",
+        "database",
+        "a SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB",
+        "Outbox database. SQLite file is the embedded default; PostgreSQL in production.",
+    )
+    # kafka
+    kafka_bootstrap_servers: str = _opt(
+        "127.0.0.1:19092", "kafka", "HOST:PORT[,HOST:PORT...]", "Kafka bootstrap servers."
+    )
+    kafka_client_id: str = _opt("payment-events", "kafka", "a short name", "Kafka client.id.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = _opt(
+        "PLAINTEXT", "kafka", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", "Kafka security.protocol."
+    )
+    kafka_ssl_ca_location: Path | None = _opt(
+        None, "kafka", "a path to an existing PEM file", "CA certificate(s) to verify the brokers (TLS)."
+    )
+    kafka_ssl_certificate_location: Path | None = _opt(
+        None, "kafka", "a path to an existing PEM file", "Client certificate for mutual TLS."
+    )
+    kafka_ssl_key_location: Path | None = _opt(
+        None, "kafka", "a path to an existing PEM file", "Client private key for mutual TLS."
+    )
+    kafka_ssl_key_password: SecretStr | None = _opt(
+        None, "kafka", "a string (secret; environment or file only)", "Password of the client key."
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] | None = _opt(
+        None, "kafka", "SCRAM-SHA-512 (recommended), SCRAM-SHA-256 or PLAIN", "SASL mechanism."
+    )
+    kafka_sasl_username: str | None = _opt(None, "kafka", "a string", "SASL username.")
+    kafka_sasl_password: SecretStr | None = _opt(
+        None, "kafka", "a string (secret; environment or file only)", "SASL password. Never printed."
+    )
+    # topics
+    topic: str = _opt(
+        "payment.events", "topics", "a Kafka topic name ([A-Za-z0-9._-], 1-249 chars)", "Aggregate topic."
+    )
+    topic_routing: dict[str, str] = _opt(
+        {},
+        "topics",
+        "EventType=topic pairs separated by commas (TOML: a [topic_routing] table)",
+        "Per-event-type topics; types not listed go to the aggregate topic.",
+    )
+    dlq_topic: str = _opt("payment.events.dlq", "topics", "a Kafka topic name", "Dead-letter topic.")
+    topic_partitions: int = _opt(6, "topics", "an integer >= 1", "Partitions when creating topics.")
+    topic_replication_factor: int = _opt(
+        1, "topics", "an integer >= 1", "Replication factor when creating topics (3 in production)."
+    )
+    topic_min_insync_replicas: int = _opt(
+        1, "topics", "an integer >= 1 and <= the replication factor", "min.insync.replicas (2 in production)."
+    )
+    create_topics: bool = _opt(
+        True, "topics", "true or false", "Create missing topics at start; if false, refuse to start."
+    )
+    # relay
+    relay_batch_size: int = _opt(500, "relay", "an integer from 1 to 100000", "Rows claimed per batch.")
+    relay_max_attempts: int = _opt(
+        20, "relay", "an integer >= 1", "Retry budget: attempts before an event is dead-lettered."
+    )
+    relay_backoff_base: Duration = _opt(0.2, "relay", _DURATION_FORM, "First retry delay (doubles).")
+    relay_backoff_cap: Duration = _opt(60.0, "relay", _DURATION_FORM, "Longest retry delay.")
+    relay_poll_interval: Duration = _opt(0.5, "relay", _DURATION_FORM, "Idle poll interval.")
+    relay_shard_count: int = _opt(
+        64, "relay", "an integer from 1 to 4096", "Key shards (fixed for a deployment; relays share them)."
+    )
+    relay_shutdown_timeout: Duration = _opt(
+        30.0, "relay", _DURATION_FORM, "On SIGTERM, how long to wait for in-flight deliveries."
+    )
+    retention: Duration = _opt(
+        7 * 86400.0, "relay", _DURATION_FORM, "Published rows are deleted after this long."
+    )
+    purge_interval: Duration = _opt(60.0, "relay", _DURATION_FORM, "How often published rows are purged.")
+    # metrics / health
+    metrics_enabled: bool = _opt(True, "metrics", "true or false", "Serve /metrics, /healthz, /readyz.")
+    metrics_host: str = _opt("127.0.0.1", "metrics", "an IP address or host name", "Metrics bind address.")
+    metrics_port: int = _opt(9464, "metrics", "an integer from 0 to 65535 (0 = any free port)", "Port.")
+    health_liveness_timeout: Duration = _opt(
+        60.0, "metrics", _DURATION_FORM, "/healthz fails when the relay loop has not ticked for this long."
+    )
+    # alerts
+    alert_oldest_pending_age: Duration = _opt(
+        300.0, "alerts", _DURATION_FORM, "Alert when the oldest pending event is older than this."
+    )
+    alert_broker_unreachable: Duration = _opt(
+        60.0, "alerts", _DURATION_FORM, "Alert when the broker is unreachable for longer than this."
+    )
+    alert_cooldown: Duration = _opt(
+        300.0, "alerts", _DURATION_FORM, "Repeat the same alert at most this often."
+    )
+    alert_webhook_url: SecretStr | None = _opt(
+        None, "alerts", "an http:// or https:// URL (secret; environment or file only)", "Alert webhook."
+    )
+    # logging
+    log_format: Literal["auto", "json", "console"] = _opt(
+        "auto", "logging", "auto, json or console", "auto: console on a terminal, JSON lines otherwise."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _opt(
+        "INFO", "logging", "DEBUG, INFO, WARNING or ERROR", "Log level."
+    )
+
+    # -- field validation -------------------------------------------------------------------------
+
+    @field_validator(
+        "relay_backoff_base",
+        "relay_backoff_cap",
+        "relay_poll_interval",
+        "relay_shutdown_timeout",
+        "retention",
+        "purge_interval",
+        "health_liveness_timeout",
+        "alert_oldest_pending_age",
+        "alert_broker_unreachable",
+        "alert_cooldown",
+        mode="before",
+    )
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return parse_duration(value)
+
+    @field_validator("topic_routing", mode="before")
+    @classmethod
+    def _routing(cls, value: object) -> dict[str, str]:
+        routing = parse_routing(value)
+        for topic in routing.values():
+            if not _TOPIC_RE.match(topic):
+                raise ValueError(f"topic names use [A-Za-z0-9._-], 1-249 characters; got {topic!r}")
+        return routing
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme.split("+", 1)[0] not in {"sqlite", "postgresql"}:
+            raise ValueError("expected a URL starting with sqlite:/// or postgresql+psycopg://")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("expected at least one HOST:PORT")
+        for server in servers:
+            match = _HOST_PORT_RE.match(server)
+            if not match or not 0 < int(match.group(2)) < 65536:
+                raise ValueError(f"expected HOST:PORT entries; {server!r} is not one")
+        return ",".join(servers)
+
+    @field_validator("topic", "dlq_topic")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if not _TOPIC_RE.match(value):
+            raise ValueError("topic names use [A-Za-z0-9._-], 1-249 characters")
+        return value
+
+    @field_validator("kafka_ssl_ca_location", "kafka_ssl_certificate_location", "kafka_ssl_key_location")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        return value
+
+    @field_validator("topic_partitions", "topic_replication_factor", "topic_min_insync_replicas")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("expected an integer >= 1")
+        return value
+
+    @field_validator("relay_max_attempts")
+    @classmethod
+    def _attempts(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("expected an integer >= 1")
+        return value
+
+    @field_validator("relay_batch_size")
+    @classmethod
+    def _batch(cls, value: int) -> int:
+        if not 1 <= value <= 100_000:
+            raise ValueError("expected an integer from 1 to 100000")
+        return value
+
+    @field_validator("relay_shard_count")
+    @classmethod
+    def _shards(cls, value: int) -> int:
+        if not 1 <= value <= 4096:
+            raise ValueError("expected an integer from 1 to 4096")
+        return value
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError("expected an integer from 0 to 65535")
+        return value
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                "topic_min_insync_replicas must not exceed topic_replication_factor "
+                f"({self.topic_min_insync_replicas} > {self.topic_replication_factor})"
+            )
+        if self.relay_backoff_base > self.relay_backoff_cap:
+            raise ValueError("relay_backoff_base must not exceed relay_backoff_cap")
+        if self.kafka_security_protocol.startswith("SASL_"):
+            missing = [
+                name
+                for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"kafka_security_protocol {self.kafka_security_protocol} needs " + ", ".join(missing)
+                )
+        return self
+
+    # -- views ------------------------------------------------------------------------------------
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (mask_url(value) if name == "database_url" and isinstance(value, str) else value)
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting as JSON-friendly values, secrets replaced by ``***`` (or absent as ``null``)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in _SECRET_FIELDS:
+                out[name] = None if value is None else "***"
+            elif name == "database_url":
+                out[name] = mask_url(value)
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            elif isinstance(value, dict):
+                out[name] = dict(value)
+            else:
+                out[name] = value
+        return out
+
+    def kafka_config(self) -> dict[str, str]:
+        """librdkafka client settings (connection and security only), secrets included: pass, never print."""
+        conf: dict[str, str] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "client.id": self.kafka_client_id,
+            "security.protocol": self.kafka_security_protocol.lower(),
+        }
+        optional: dict[str, object] = {
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+            "ssl.key.password": self.kafka_ssl_key_password,
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": self.kafka_sasl_password,
+        }
+        for key, value in optional.items():
+            if value is None:
+                continue
+            conf[key] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        return conf
+
+    def topic_for(self, event_type: str) -> str:
+        """The topic an event type is routed to."""
+        return self.topic_routing.get(event_type, self.topic)
+
+    def all_topics(self) -> list[str]:
+        """Every topic this configuration may write to (aggregate, routed, dead-letter), sorted."""
+        return sorted({self.topic, self.dlq_topic, *self.topic_routing.values()})
+
+    def alert_webhook(self) -> str | None:
+        """The webhook URL in clear, for the notifier only."""
+        return None if self.alert_webhook_url is None else self.alert_webhook_url.get_secret_value()
+
+
+# -- option metadata ------------------------------------------------------------------------------
+
+
+def env_var(name: str) -> str:
+    """The environment variable of a setting."""
+    return ENV_PREFIX + name.upper()
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a setting (secrets have none)."""
+    return "--" + name.replace("_", "-")
+
+
+def option_names() -> list[str]:
+    """Every setting name, in declaration order."""
+    return list(Settings.model_fields)
+
+
+def is_secret(name: str) -> bool:
+    """Whether a setting is a secret (masked when shown, no command-line flag)."""
+    return name in _SECRET_FIELDS
+
+
+def option_group(name: str) -> str:
+    """The group (database, kafka, topics, relay, metrics, alerts, logging) a setting belongs to."""
+    return str(_extra(name).get("group", ""))
+
+
+def option_form(name: str) -> str:
+    """The expected form of a setting's value, in words."""
+    return str(_extra(name).get("form", ""))
+
+
+def option_help(name: str) -> str:
+    """The one-line meaning of a setting."""
+    return Settings.model_fields[name].description or ""
+
+
+def option_default(name: str) -> Any:
+    """The default value of a setting."""
+    return Settings.model_fields[name].default
+
+
+def _extra(name: str) -> dict[str, Any]:
+    extra = Settings.model_fields[name].json_schema_extra
+    return dict(extra) if isinstance(extra, dict) else {}
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def load_settings(
+    *,
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Settings:
+    """Build settings from defaults < TOML file < environment < ``overrides`` (CLI flags).
+
+    ``config_file`` defaults to ``$PAYMENT_EVENTS_CONFIG``. Raises ConfigurationError on any bad value,
+    unknown key or unreadable file, naming the option, its environment variable and the expected form.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    path = config_file if config_file is not None else env.get(CONFIG_FILE_ENV) or None
+    if path is not None:
+        for name, value in _read_toml(Path(path)).items():
+            values[name] = value
+            sources[name] = f"config file {str(path)!r}"
+    fields = Settings.model_fields
+    for name in fields:
+        var = env_var(name)
+        if var in env and env[var] != "":
+            values[name] = env[var]
+            sources[name] = "the environment"
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name not in fields:
+            raise ConfigurationError(f"unknown setting {name!r}")
+        values[name] = value
+        sources[name] = f"flag {flag(name)}"
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigurationError(_explain(exc, sources, values)) from None
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``PAYMENT_EVENTS_*`` variables that match no option (likely typos); the CLI warns about them."""
+    env = os.environ if environ is None else environ
+    fields = Settings.model_fields
+    return sorted(
+        k
+        for k in env
+        if k.startswith(ENV_PREFIX)
+        and not k.startswith(ENV_PREFIX + "TEST_")
+        and k != CONFIG_FILE_ENV
+        and k[len(ENV_PREFIX) :].lower() not in fields
+    )
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(
+            f"config file {str(path)!r} cannot be read ({exc.strerror}); expected a readable TOML file "
+            f"(--config FILE or {CONFIG_FILE_ENV})"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    flat: dict[str, object] = {}
+    fields = Settings.model_fields
+    for key, value in data.items():
+        if isinstance(value, dict) and key not in fields:
+            for sub, sub_value in value.items():
+                flat[f"{key}_{sub}"] = sub_value
+        else:
+            flat[key] = value
+    unknown = sorted(k for k in flat if k not in fields)
+    if unknown:
+        raise ConfigurationError(
+            f"config file {str(path)!r}: unknown key {unknown[0]!r}; expected one of the options listed "
+            "in docs/operations.md (e.g. relay_batch_size, or batch_size inside a [relay] table)"
+        )
+    return flat
+
+
+def _explain(exc: ValidationError, sources: Mapping[str, str], values: Mapping[str, object]) -> str:
+    lines: list[str] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = error.get("loc") or ()
+        name = str(loc[0]) if loc else ""
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        if name in Settings.model_fields:
+            names = env_var(name) if is_secret(name) else f"{env_var(name)} or {flag(name)}"
+            source = sources.get(name, "the default")
+            shown = "" if is_secret(name) or name not in values else f" (got {_short(values[name])})"
+            if not message.startswith("expected"):
+                message = f"{message}; expected {option_form(name)}"
+            lines.append(f"invalid setting {name} [{names}] from {source}{shown}: {message}")
+        else:
+            lines.append(f"invalid configuration: {message}")
+    return "\n".join(lines)
+
+
+def _short(value: object) -> str:
+    text = repr(mask_url(value) if isinstance(value, str) else value)
+    return text if len(text) <= 60 else text[:57] + "..."

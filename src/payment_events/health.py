@@ -1,0 +1,265 @@
+"""Liveness, readiness and metrics over HTTP, served from a background thread (127.0.0.1 by default).
+
+* ``GET /metrics`` -- Prometheus text format from the relay's own registry.
+* ``GET /healthz`` -- alive: the relay loop reported something (any observer call, or
+  :meth:`HealthState.tick`) within the liveness timeout. 200 or 503, JSON body.
+* ``GET /readyz`` -- ready: the database answers, the broker is reachable and this instance owns at least
+  one shard. 200 or 503, JSON body naming each check.
+
+:class:`HealthState` is itself a :class:`~payment_events.observer.RelayObserver`, so the relay feeds it the
+same reports it sends to metrics. :class:`ReachabilityProbe` checks the broker and database on its own
+schedule too, so readiness reflects an outage even while the relay is idle.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from payment_events.logs import get_logger
+from payment_events.observer import RelayObserver
+
+_log = get_logger(__name__)
+
+
+class HealthState:
+    """What /healthz and /readyz answer from; thread-safe; fed through the RelayObserver methods."""
+
+    def __init__(self, liveness_timeout: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._liveness_timeout = liveness_timeout
+        self._started = clock()
+        self._last_tick: float | None = None
+        self._broker: bool | None = None
+        self._database: bool | None = None
+        self._shards: int | None = None
+        self._stopping = False
+
+    def tick(self) -> None:
+        """The relay loop is alive (called on every loop iteration, or implied by any report)."""
+        with self._lock:
+            self._last_tick = self._clock()
+
+    def stopping(self) -> None:
+        """Graceful shutdown began: readiness turns false so load balancers and probes stop routing."""
+        with self._lock:
+            self._stopping = True
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        """(alive, details). Before the first tick the start time counts, giving a startup grace."""
+        with self._lock:
+            now = self._clock()
+            last = self._last_tick if self._last_tick is not None else self._started
+            age = max(0.0, now - last)
+            alive = age <= self._liveness_timeout
+            return alive, {
+                "status": "ok" if alive else "stalled",
+                "seconds_since_last_tick": round(age, 3),
+                "liveness_timeout_seconds": self._liveness_timeout,
+            }
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, details): database and broker reachable, at least one shard owned, not stopping."""
+        with self._lock:
+            checks = {
+                "database": self._database is True,
+                "broker": self._broker is True,
+                "shards": (self._shards or 0) >= 1,
+                "running": not self._stopping,
+            }
+            ready = all(checks.values())
+            return ready, {
+                "status": "ready" if ready else "not_ready",
+                "checks": checks,
+                "shards_owned": self._shards or 0,
+            }
+
+    # -- RelayObserver ----------------------------------------------------------------------------
+
+    def published(self, event_type: str, topic: str, commit_to_ack_seconds: Sequence[float]) -> None:
+        """An acknowledgement proves the broker is reachable."""
+        with self._lock:
+            self._last_tick = self._clock()
+            if commit_to_ack_seconds:
+                self._broker = True
+
+    def retried(self, event_type: str, topic: str, reason: str, count: int) -> None:
+        """Only a tick: a retry alone says nothing certain about reachability."""
+        self.tick()
+
+    def dead_lettered(self, event_type: str, topic: str, reason: str, count: int) -> None:
+        """Only a tick."""
+        self.tick()
+
+    def batch(self, size: int) -> None:
+        """A batch was claimed, so the database answered."""
+        with self._lock:
+            self._last_tick = self._clock()
+            self._database = True
+
+    def backlog(self, pending: int, oldest_pending_age_seconds: float) -> None:
+        """Backlog figures came from the database, so it answered."""
+        with self._lock:
+            self._last_tick = self._clock()
+            self._database = True
+
+    def shards_owned(self, count: int) -> None:
+        """Record owned shards."""
+        with self._lock:
+            self._last_tick = self._clock()
+            self._shards = count
+
+    def broker_reachable(self, reachable: bool) -> None:
+        """Record broker reachability."""
+        with self._lock:
+            self._last_tick = self._clock()
+            self._broker = reachable
+
+    def database_reachable(self, reachable: bool) -> None:
+        """Record database reachability."""
+        with self._lock:
+            self._last_tick = self._clock()
+            self._database = reachable
+
+
+class ReachabilityProbe:
+    """Checks the broker and the database every ``interval`` seconds from a daemon thread.
+
+    Each check is a callable returning True when the dependency answers (it may raise: that means False).
+    Results go to ``observer.broker_reachable`` / ``observer.database_reachable``, so metrics, alerts and
+    readiness see an outage even when the relay has nothing to publish.
+    """
+
+    def __init__(
+        self,
+        observer: RelayObserver,
+        broker_check: Callable[[], bool] | None,
+        database_check: Callable[[], bool] | None,
+        interval: float = 5.0,
+    ) -> None:
+        self._observer = observer
+        self._broker_check = broker_check
+        self._database_check = database_check
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="payment-events-probe", daemon=True)
+
+    def start(self) -> ReachabilityProbe:
+        """Start probing; returns self."""
+        self._thread.start()
+        return self
+
+    def probe_once(self) -> None:
+        """Run every check once and report the results."""
+        if self._broker_check is not None:
+            self._observer.broker_reachable(_check(self._broker_check))
+        if self._database_check is not None:
+            self._observer.database_reachable(_check(self._database_check))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop probing and wait for the thread (bounded)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.probe_once()
+            self._stop.wait(self._interval)
+
+
+def _check(check: Callable[[], bool]) -> bool:
+    try:
+        return bool(check())
+    except Exception:  # noqa: BLE001 -- any failure of a probe means "unreachable"
+        return False
+
+
+class HealthServer:
+    """Serves /metrics, /healthz and /readyz on ``host:port`` from a daemon thread.
+
+    ``port=0`` binds any free port; read the bound one from :attr:`port`.
+    """
+
+    def __init__(
+        self, state: HealthState, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9464
+    ) -> None:
+        self.state = state
+        self.registry = registry
+        handler = _make_handler(state, registry)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="payment-events-http", daemon=True
+        )
+
+    @property
+    def host(self) -> str:
+        """The bound address."""
+        return str(self._server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> HealthServer:
+        """Start serving; returns self."""
+        self._thread.start()
+        _log.info("health.listening", host=self.host, port=self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(10)
+        self._server.server_close()
+
+    def __enter__(self) -> HealthServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _make_handler(state: HealthState, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "payment-events"
+        sys_version = ""
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok, body = state.liveness()
+                self._json(200 if ok else 503, body)
+            elif path == "/readyz":
+                ok, body = state.readiness()
+                self._json(200 if ok else 503, body)
+            else:
+                self._json(404, {"status": "not_found", "paths": ["/metrics", "/healthz", "/readyz"]})
+
+        def _json(self, status: int, body: dict[str, Any]) -> None:
+            self._send(status, json.dumps(body).encode(), "application/json")
+
+        def _send(self, status: int, data: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            _log.debug("health.request", path=self.path)
+
+    return Handler

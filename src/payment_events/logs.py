@@ -1,0 +1,238 @@
+"""Structured logging: stable event names and keys, JSON lines in production, readable on a terminal.
+
+Code logs an *event name* and keyword fields::
+
+    log = get_logger(__name__)
+    log.info("relay.batch_published", count=120, topic="payment.events")
+
+which :func:`configure_logging` renders as one JSON object per line (``{"ts": ..., "level": "info",
+"logger": ..., "event": "relay.batch_published", "count": 120, ...}``) or as
+``12:00:00.123 INFO  relay.batch_published count=120 topic=payment.events`` on a terminal. Plain
+stdlib ``logging`` calls with ``extra={...}`` come out the same way.
+
+Defence in depth (invariant 6): :class:`RedactingFilter` runs on every record the handler emits. It masks
+fields whose names look secret (``password``, ``token``, ...), anything in a message or field that looks
+like a card number (13-19 digits passing the Luhn check) or a password in a URL, and it drops payload-like
+fields (``payload``, ``value``, ``body``) from any record above DEBUG, so payloads never reach info logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import IO, Any, Literal
+
+LogFormat = Literal["auto", "json", "console"]
+
+_STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+_SECRET_KEY_RE = re.compile(
+    r"(pass(word|wd)?|secret|token|api[_-]?key|authori[sz]ation|credential|cookie|"
+    r"card[_-]?number|^pan$|cvv|cvc|private[_-]?key)",
+    re.IGNORECASE,
+)
+_PAYLOAD_KEYS = frozenset({"payload", "value", "body", "data", "message_value"})
+_CARD_RE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
+_URL_PASSWORD_RE = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?P<post>@)")
+_KV_SECRET_RE = re.compile(
+    r"(?P<key>\b(?:password|passwd|secret|token|api[_-]?key|sasl\.password|ssl\.key\.password)\b\s*[=:]\s*)"
+    r"(?P<q>['\"]?)[^\s'\",;&]+",
+    re.IGNORECASE,
+)
+_BEARER_RE = re.compile(r"(?P<pre>\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+MASK = "***"
+_HANDLER_MARK = "_payment_events_handler"
+
+
+def luhn_valid(digits: str) -> bool:
+    """Whether a string of digits passes the Luhn checksum (as every card number does)."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        number = int(char)
+        if index % 2 == 1:
+            number *= 2
+            if number > 9:
+                number -= 9
+        total += number
+    return total % 10 == 0
+
+
+def redact_text(text: str) -> str:
+    """``text`` with card-number-like digits, URL passwords, ``key=secret`` pairs and bearer tokens masked."""
+
+    def _card(match: re.Match[str]) -> str:
+        digits = re.sub(r"[ -]", "", match.group(0))
+        return "[REDACTED-PAN]" if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group(0)
+
+    text = _CARD_RE.sub(_card, text)
+    text = _URL_PASSWORD_RE.sub(lambda m: f"{m.group('pre')}{MASK}{m.group('post')}", text)
+    text = _KV_SECRET_RE.sub(lambda m: f"{m.group('key')}{m.group('q')}{MASK}", text)
+    return _BEARER_RE.sub(lambda m: f"{m.group('pre')}{MASK}", text)
+
+
+def redact_value(key: str, value: object, level: int) -> object:  # noqa: PLR0911 -- one return per kind
+    """A field value made safe to log under ``key`` at ``level``."""
+    if _SECRET_KEY_RE.search(key):
+        return MASK
+    if key.lower() in _PAYLOAD_KEYS and level > logging.DEBUG:
+        size = len(value) if isinstance(value, str | bytes | bytearray) else None
+        return "<omitted>" if size is None else f"<omitted {size} bytes>"
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, Mapping):
+        return {str(k): redact_value(str(k), v, level) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(key, v, level) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact_text(str(value))
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The structured fields of a record: every attribute that ``logging`` itself did not set."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets, card numbers and payloads in every record (message, fields, exception text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record in place; never drops it."""
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            message = str(record.msg)
+        record.msg = redact_text(message)
+        record.args = None
+        for key, value in record_fields(record).items():
+            setattr(record, key, redact_value(key, value, record.levelno))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+            record.exc_info = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, event, then the fields (and ``exc`` if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a JSON line."""
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in record_fields(record).items():
+            out.setdefault(key, value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exc"] = record.exc_text
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``HH:MM:SS.mmm LEVEL event key=value ...`` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as one readable line (plus the traceback, if any)."""
+        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
+        fields = " ".join(f"{k}={_console_value(v)}" for k, v in record_fields(record).items())
+        line = f"{stamp} {record.levelname:<7} {record.getMessage()}"
+        if fields:
+            line = f"{line}  {fields}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        return line
+
+
+def _console_value(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if (" " in text or not text) else text
+
+
+def configure_logging(
+    log_format: LogFormat = "auto", level: str | int = "INFO", stream: IO[str] | None = None
+) -> logging.Handler:
+    """Install one redacting handler on the root logger (replacing a previous one of ours) and return it.
+
+    ``auto`` picks the console format when ``stream`` is a terminal and JSON lines otherwise.
+    """
+    target = stream if stream is not None else sys.stderr
+    chosen = log_format
+    if chosen == "auto":
+        chosen = "console" if getattr(target, "isatty", lambda: False)() else "json"
+    handler = logging.StreamHandler(target)
+    handler.setFormatter(JsonFormatter() if chosen == "json" else ConsoleFormatter())
+    handler.addFilter(RedactingFilter())
+    setattr(handler, _HANDLER_MARK, True)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, _HANDLER_MARK, False):
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    # librdkafka and HTTP libraries are chatty at INFO; keep them at WARNING unless debugging.
+    quiet = logging.WARNING if root.level > logging.DEBUG else logging.DEBUG
+    for name in ("urllib3", "alembic", "sqlalchemy.engine"):
+        logging.getLogger(name).setLevel(quiet)
+    return handler
+
+
+class EventLogger:
+    """A thin wrapper over a stdlib logger: ``log.info("event.name", key=value, ...)``."""
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The underlying stdlib logger."""
+        return self._logger
+
+    def debug(self, event: str, **fields: object) -> None:
+        """Log ``event`` at DEBUG (the only level where payload fields are kept)."""
+        self._log(logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: object) -> None:
+        """Log ``event`` at INFO."""
+        self._log(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: object) -> None:
+        """Log ``event`` at WARNING."""
+        self._log(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: object) -> None:
+        """Log ``event`` at ERROR."""
+        self._log(logging.ERROR, event, fields)
+
+    def exception(self, event: str, **fields: object) -> None:
+        """Log ``event`` at ERROR with the current exception's traceback."""
+        self._log(logging.ERROR, event, fields, exc_info=True)
+
+    def _log(self, level: int, event: str, fields: Mapping[str, object], exc_info: bool = False) -> None:
+        if not self._logger.isEnabledFor(level):
+            return
+        extra = {(f"{k}_" if k in _STANDARD_ATTRS else k): v for k, v in fields.items()}
+        self._logger.log(level, event, extra=extra, exc_info=exc_info, stacklevel=3)
+
+
+def get_logger(name: str) -> EventLogger:
+    """An :class:`EventLogger` for module ``name``."""
+    return EventLogger(logging.getLogger(name))
