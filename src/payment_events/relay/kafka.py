@@ -1,0 +1,236 @@
+"""The relay's producer adapter over ``confluent_kafka.Producer`` (librdkafka).
+
+Settings (see :data:`DEFAULT_PRODUCER_CONFIG`): the idempotent producer (``enable.idempotence=true``,
+which implies ``acks=all`` and at most 5 requests in flight per connection, the condition under which
+librdkafka keeps per-partition order across its internal retries), lz4 compression, a short linger
+and large batches. A batch is produced with ``produce()`` in a tight loop (delivery callbacks only store
+what they got), then ``flush()`` serves the delivery reports, bounded by a timeout.
+
+Translating reports: ``err is None`` and ``offset >= 0`` is an ack; any error becomes a
+:class:`~payment_events.relay.decisions.DeliveryError` named after the librdkafka code, which
+:func:`~payment_events.relay.decisions.is_permanent` classifies. The Python client does not expose
+librdkafka's per-message persisted status, so every failed report is treated like ``POSSIBLY_PERSISTED``
+would be: the row is retried (a duplicate at worst, never a loss) unless the code is a permanent one that
+cannot have been persisted (message too large, not authorized, ...).
+
+A fatal error (``KafkaError.fatal()``, e.g. an idempotence sequence desynchronisation) poisons a
+librdkafka producer for good; the adapter notices it (error callback or a report) and builds a fresh
+producer before the next batch, instead of failing every batch forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from payment_events.relay.decisions import Delivered, DeliveryError, Outcome
+from payment_events.relay.ports import Producible
+
+log = logging.getLogger("payment_events.relay.kafka")
+
+DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "max.in.flight.requests.per.connection": 5,
+    "compression.type": "lz4",
+    "linger.ms": 5,
+    "batch.size": 1_000_000,
+    "batch.num.messages": 10_000,
+    "message.timeout.ms": 30_000,
+    "queue.buffering.max.messages": 500_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+    "retry.backoff.ms": 100,
+    "socket.keepalive.enable": True,
+}
+"""Producer settings the relay uses unless overridden. ``acks=all`` + idempotence are not negotiable:
+overriding them with weaker values is refused by :func:`producer_config`."""
+
+_REQUIRED = {"enable.idempotence": True, "acks": "all"}
+_ACKS_ALL = {"all", "-1", -1}
+
+
+def producer_config(bootstrap_servers: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The full producer configuration: defaults, then ``overrides``, then the bootstrap servers.
+
+    Raises ``ConfigurationError`` if an override would weaken delivery (no idempotence, acks != all, more
+    than 5 requests in flight).
+    """
+    from payment_events.errors import ConfigurationError
+
+    config: dict[str, Any] = {**DEFAULT_PRODUCER_CONFIG, **(overrides or {})}
+    config["bootstrap.servers"] = bootstrap_servers
+    if str(config.get("enable.idempotence")).lower() not in {"true", "1"}:
+        raise ConfigurationError("producer option enable.idempotence must stay true for the relay")
+    if config.get("acks") not in _ACKS_ALL and config.get("request.required.acks", "all") not in _ACKS_ALL:
+        raise ConfigurationError("producer option acks must stay 'all' for the relay")
+    if int(config.get("max.in.flight.requests.per.connection", 5)) > 5:
+        raise ConfigurationError("producer option max.in.flight.requests.per.connection must be <= 5")
+    return config
+
+
+def translate_error(error: KafkaError) -> DeliveryError:
+    """Our descriptor for a librdkafka error (code name, short text, retriable and fatal flags)."""
+    return DeliveryError(
+        code=error.name(),
+        message=str(error.str())[:200],
+        retriable=bool(error.retriable()),
+        fatal=bool(error.fatal()),
+    )
+
+
+class KafkaBatchProducer:
+    """A :class:`~payment_events.relay.ports.BatchProducer` over one librdkafka producer.
+
+    Used from one thread (the relay loop). ``factory`` builds the underlying client (tests may wrap it).
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        factory: Callable[[dict[str, Any]], Any] = Producer,
+    ) -> None:
+        self._config = dict(config)
+        self._factory = factory
+        self._fatal: DeliveryError | None = None
+        self.rebuilds = 0
+        """How many times a fresh producer replaced one that hit a fatal error."""
+        self.brokers_down = False
+        """True after librdkafka reported that all brokers are down, until the next ack."""
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Any:
+        config = dict(self._config)
+        config["error_cb"] = self._on_error
+        return self._factory(config)
+
+    def _on_error(self, error: KafkaError) -> None:
+        # Called from poll()/flush() on this thread; only record what happened.
+        if error.fatal():
+            self._fatal = translate_error(error)
+            log.error(
+                "fatal producer error; a fresh producer will be built",
+                extra={"event": "relay.producer_fatal", "code": error.name()},
+            )
+        elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.brokers_down = True
+            log.warning("all brokers are down", extra={"event": "relay.brokers_down"})
+        else:
+            log.debug("producer error", extra={"event": "relay.producer_error", "code": error.name()})
+
+    @property
+    def fatal_error(self) -> DeliveryError | None:
+        """The fatal error that will trigger a rebuild before the next batch, if any."""
+        return self._fatal
+
+    def rebuild(self) -> None:
+        """Replace the producer with a fresh one (after a fatal error or lost delivery reports)."""
+        old = self._producer
+        try:
+            old.purge(in_queue=True, in_flight=True, blocking=False)
+            old.poll(0)
+            old.flush(0)
+        except Exception:  # noqa: BLE001 - a broken producer may fail to purge; it is dropped anyway
+            log.debug("purging the old producer failed", extra={"event": "relay.producer_purge_failed"})
+        self._producer = self._new_producer()
+        self._fatal = None
+        self.rebuilds += 1
+        log.warning(
+            "built a fresh producer", extra={"event": "relay.producer_rebuilt", "count": self.rebuilds}
+        )
+
+    def produce_batch(self, messages: Sequence[Producible], timeout: float) -> list[Outcome]:
+        """Produce ``messages``, wait up to ``timeout`` s for every report, return one outcome each."""
+        if self._fatal is not None:
+            self.rebuild()
+        outcomes: list[Outcome] = [None] * len(messages)
+        raw = self._enqueue(messages, outcomes)
+        remaining = self._wait(timeout)
+        self._collect(raw, outcomes)
+        if remaining > 0:
+            # librdkafka reports every message within message.timeout.ms; if some are still missing the
+            # client is in an unknown state. Their rows stay pending (re-sent later); start afresh.
+            log.error(
+                "delivery reports missing after the wait; rebuilding the producer",
+                extra={"event": "relay.reports_missing", "count": remaining},
+            )
+            self.rebuild()
+        return outcomes
+
+    def _enqueue(self, messages: Sequence[Producible], outcomes: list[Outcome]) -> list[Any]:
+        """Hand every message to librdkafka; synchronous refusals go straight into ``outcomes``."""
+        producer = self._producer
+        produce = producer.produce
+        raw: list[Any] = [None] * len(messages)
+        for i, message in enumerate(messages):
+
+            def on_delivery(err: Any, msg: Any, i: int = i) -> None:
+                raw[i] = (err, msg)
+
+            while True:
+                try:
+                    produce(
+                        message.topic,
+                        message.payload,
+                        message.key,
+                        headers=list(message.headers),
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)  # the local queue is full: serve reports to make room
+                except KafkaException as exc:
+                    outcomes[i] = translate_error(exc.args[0])
+                    break
+                except (TypeError, ValueError) as exc:
+                    outcomes[i] = DeliveryError("SERIALIZATION", type(exc).__name__)
+                    break
+        return raw
+
+    def _wait(self, timeout: float) -> int:
+        """Serve delivery reports until none is outstanding or ``timeout`` passed; return how many lack."""
+        deadline = time.monotonic() + timeout
+        remaining: int = self._producer.flush(max(0.0, timeout))
+        while remaining > 0 and time.monotonic() < deadline:
+            remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        return remaining
+
+    def _collect(self, raw: list[Any], outcomes: list[Outcome]) -> None:
+        """Turn the stored (err, msg) pairs into outcomes."""
+        acked = False
+        for i, pair in enumerate(raw):
+            if pair is None:
+                continue
+            err, msg = pair
+            if err is None:
+                offset = msg.offset()
+                if offset is not None and offset >= 0:
+                    outcomes[i] = Delivered(msg.partition(), offset)
+                    acked = True
+                else:
+                    outcomes[i] = DeliveryError("NO_OFFSET", "acknowledged without an offset")
+                continue
+            error = translate_error(err)
+            outcomes[i] = error
+            if error.fatal:
+                self._fatal = error
+        if acked:
+            self.brokers_down = False
+
+    def close(self, timeout: float) -> None:
+        """Flush what is queued (bounded), then drop the client."""
+        try:
+            left = self._producer.flush(max(0.0, timeout))
+            if left:
+                log.error(
+                    "closing the producer with undelivered messages; their rows stay pending",
+                    extra={"event": "relay.close_undelivered", "count": left},
+                )
+                self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+                self._producer.poll(0)
+        finally:
+            self._producer = None
