@@ -1,0 +1,136 @@
+"""The ``payment_events_outbox`` table (SQLAlchemy Core), shared by the publisher, the store and migrations.
+
+One row per event. ``id`` is the insertion order and the per-key order. ``state`` moves
+``pending -> published`` (with the Kafka partition and offset: a ledger of what the broker took) or
+``pending -> dead``; a dead row can be replayed back to ``pending``; a published row never changes again.
+
+Indexes are chosen for the relay's queries, and most are partial so that a fresh insert (the payment
+transaction's cost) only touches the primary key, the ``event_id`` unique index and the pending index:
+
+* ``ix_payment_events_outbox_pending`` ``(shard, id) WHERE state = 'pending'``: the claim walks each owned
+  shard in id order and merges the shards, touching only pending rows however large the table is.
+* ``ix_payment_events_outbox_retry`` ``(key, id) WHERE state = 'pending' AND attempts > 0``: rows that
+  failed at least once; the claim checks it to skip keys whose head waits for a retry. Tiny, and empty
+  in a healthy system; a fresh insert (``attempts = 0``) never touches it.
+* ``ix_payment_events_outbox_published`` ``(published_at) WHERE state = 'published'``: retention purge.
+* ``ix_payment_events_outbox_dead`` ``(id) WHERE state = 'dead'``: dead-letter listing and counts.
+
+This module changes only together with a new migration in ``payment_events.outbox.migrations``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+TABLE_NAME = "payment_events_outbox"
+LAST_ERROR_MAX_CHARS = 1000
+"""``last_error`` is truncated to this many characters: it is a reason, not a log."""
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every engine.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no timestamp type: values are stored as fixed-width UTC
+    text, so comparing them as text is comparing instants. Naive datetimes are refused on the way in
+    (they are ambiguous) and every value comes back aware, in UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC (and drop tzinfo on SQLite, whose text form has none)."""
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("outbox timestamps must be timezone-aware (use datetime.now(UTC))")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime."""
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+outbox_table = Table(
+    TABLE_NAME,
+    metadata,
+    # SQLite needs exactly INTEGER for a rowid alias; AUTOINCREMENT keeps ids from ever being reused.
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), Identity(), primary_key=True),
+    Column("event_id", String(36), nullable=False),
+    Column("event_type", String(200), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("topic", String(249), nullable=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("shard", SmallInteger, nullable=False),
+    Column("state", String(16), nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("last_error", String(LAST_ERROR_MAX_CHARS), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("published_at", UtcDateTime, nullable=True),
+    Column("kafka_partition", Integer, nullable=True),
+    Column("kafka_offset", BigInteger, nullable=True),
+    UniqueConstraint("event_id", name="uq_payment_events_outbox_event_id"),
+    CheckConstraint("state IN ('pending', 'published', 'dead')", name="ck_payment_events_outbox_state"),
+    sqlite_autoincrement=True,
+)
+
+Index(
+    "ix_payment_events_outbox_pending",
+    outbox_table.c.shard,
+    outbox_table.c.id,
+    postgresql_where=text("state = 'pending'"),
+    sqlite_where=text("state = 'pending'"),
+)
+Index(
+    "ix_payment_events_outbox_retry",
+    outbox_table.c.key,
+    outbox_table.c.id,
+    postgresql_where=text("state = 'pending' AND attempts > 0"),
+    sqlite_where=text("state = 'pending' AND attempts > 0"),
+)
+Index(
+    "ix_payment_events_outbox_published",
+    outbox_table.c.published_at,
+    postgresql_where=text("state = 'published'"),
+    sqlite_where=text("state = 'published'"),
+)
+Index(
+    "ix_payment_events_outbox_dead",
+    outbox_table.c.id,
+    postgresql_where=text("state = 'dead'"),
+    sqlite_where=text("state = 'dead'"),
+)
