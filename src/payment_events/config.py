@@ -19,7 +19,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -33,6 +33,9 @@ from pydantic import (
 )
 
 from payment_events.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from payment_events.relay.settings import RelayConfig
 
 ENV_PREFIX = "PAYMENT_EVENTS_"
 CONFIG_FILE_ENV = "PAYMENT_EVENTS_CONFIG"
@@ -162,15 +165,31 @@ class Settings(BaseModel):
         True, "topics", "true or false", "Create missing topics at start; if false, refuse to start."
     )
     # relay
-    relay_batch_size: int = _opt(500, "relay", "an integer from 1 to 100000", "Rows claimed per batch.")
+    relay_batch_size: int = _opt(2000, "relay", "an integer from 1 to 100000", "Rows claimed per batch.")
     relay_max_attempts: int = _opt(
-        20, "relay", "an integer >= 1", "Retry budget: attempts before an event is dead-lettered."
+        25,
+        "relay",
+        "an integer >= 0 (0 = retry forever)",
+        "Retry budget: failed attempts before an event is dead-lettered (broker outages do not count).",
     )
-    relay_backoff_base: Duration = _opt(0.2, "relay", _DURATION_FORM, "First retry delay (doubles).")
+    relay_backoff_base: Duration = _opt(
+        0.5, "relay", _DURATION_FORM, "First retry delay (full jitter, doubling per attempt)."
+    )
     relay_backoff_cap: Duration = _opt(60.0, "relay", _DURATION_FORM, "Longest retry delay.")
-    relay_poll_interval: Duration = _opt(0.5, "relay", _DURATION_FORM, "Idle poll interval.")
+    relay_poll_interval: Duration = _opt(
+        1.0, "relay", _DURATION_FORM, "Longest idle sleep (PostgreSQL NOTIFY wakes the relay sooner)."
+    )
+    relay_delivery_timeout: Duration = _opt(
+        40.0, "relay", _DURATION_FORM, "Longest wait for one batch's delivery reports."
+    )
+    relay_listen: bool = _opt(
+        True, "relay", "true or false", "On PostgreSQL, wake up on LISTEN/NOTIFY (polling is the fallback)."
+    )
     relay_shard_count: int = _opt(
-        64, "relay", "an integer from 1 to 4096", "Key shards (fixed for a deployment; relays share them)."
+        64,
+        "relay",
+        "an integer from 1 to 32767",
+        "Key shards (fixed for a deployment; writers and relays must agree).",
     )
     relay_shutdown_timeout: Duration = _opt(
         30.0, "relay", _DURATION_FORM, "On SIGTERM, how long to wait for in-flight deliveries."
@@ -179,6 +198,9 @@ class Settings(BaseModel):
         7 * 86400.0, "relay", _DURATION_FORM, "Published rows are deleted after this long."
     )
     purge_interval: Duration = _opt(60.0, "relay", _DURATION_FORM, "How often published rows are purged.")
+    purge_batch_size: int = _opt(
+        1000, "relay", "an integer from 1 to 100000", "Rows deleted per purge transaction."
+    )
     # metrics / health
     metrics_enabled: bool = _opt(True, "metrics", "true or false", "Serve /metrics, /healthz, /readyz.")
     metrics_host: str = _opt("127.0.0.1", "metrics", "an IP address or host name", "Metrics bind address.")
@@ -213,6 +235,7 @@ class Settings(BaseModel):
         "relay_backoff_base",
         "relay_backoff_cap",
         "relay_poll_interval",
+        "relay_delivery_timeout",
         "relay_shutdown_timeout",
         "retention",
         "purge_interval",
@@ -294,11 +317,11 @@ class Settings(BaseModel):
     @field_validator("relay_max_attempts")
     @classmethod
     def _attempts(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("expected an integer >= 1")
+        if value < 0:
+            raise ValueError("expected an integer >= 0")
         return value
 
-    @field_validator("relay_batch_size")
+    @field_validator("relay_batch_size", "purge_batch_size")
     @classmethod
     def _batch(cls, value: int) -> int:
         if not 1 <= value <= 100_000:
@@ -308,8 +331,8 @@ class Settings(BaseModel):
     @field_validator("relay_shard_count")
     @classmethod
     def _shards(cls, value: int) -> int:
-        if not 1 <= value <= 4096:
-            raise ValueError("expected an integer from 1 to 4096")
+        if not 1 <= value <= 32767:
+            raise ValueError("expected an integer from 1 to 32767")
         return value
 
     @field_validator("metrics_port")
@@ -393,6 +416,27 @@ class Settings(BaseModel):
                 continue
             conf[key] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         return conf
+
+    def to_relay_config(self) -> RelayConfig:
+        """The relay's own frozen config, from these settings (Kafka security goes in producer overrides)."""
+        from payment_events.relay.settings import RelayConfig
+
+        overrides = {k: v for k, v in self.kafka_config().items() if k != "bootstrap.servers"}
+        return RelayConfig(
+            batch_size=self.relay_batch_size,
+            max_attempts=self.relay_max_attempts or None,
+            backoff_base_seconds=self.relay_backoff_base,
+            backoff_cap_seconds=self.relay_backoff_cap,
+            poll_interval_seconds=self.relay_poll_interval,
+            delivery_timeout_seconds=self.relay_delivery_timeout,
+            retention_seconds=self.retention,
+            purge_interval_seconds=self.purge_interval,
+            purge_batch_size=self.purge_batch_size,
+            dlq_topic=self.dlq_topic,
+            shard_count=self.relay_shard_count,
+            listen=self.relay_listen,
+            producer_overrides=overrides,
+        )
 
     def topic_for(self, event_type: str) -> str:
         """The topic an event type is routed to."""
