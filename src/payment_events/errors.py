@@ -5,7 +5,8 @@ The tree, one subtree per concern::
     PaymentEventsError
     ├── ContractError                 an event or value breaks its contract (also a ValueError)
     │   ├── SensitiveDataError        a field looks like card data or a secret; the value is never echoed
-    │   └── UnknownEventTypeError     no (eventType, schemaVersion) in the registry
+    │   ├── UnknownEventTypeError     no (eventType, schemaVersion) in the registry
+    │   └── InvalidEventError         an event's fields break its model (types, ranges, missing, extra)
     ├── SerializationError            bytes that cannot be decoded into an event
     ├── SchemaCompatibilityError      a new schema version would break consumers of the previous one
     ├── ConfigurationError            a setting is missing or malformed; names the option
@@ -68,3 +69,14 @@ class TransientPublishError(PublishError):
 
 class PermanentPublishError(PublishError):
     """Publishing failed for a reason that retrying cannot fix: dead-letter the event."""
+
+
+class InvalidEventError(ContractError):
+    """An event could not be built: wrong types, missing or unknown fields, values out of range.
+
+    ``problems`` lists one ``"field: what is wrong"`` line per problem; no input value is ever included.
+    """
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems

@@ -1,0 +1,316 @@
+"""The envelope every event shares, the field types events are built from, and the privacy scan.
+
+Every event is a frozen pydantic v2 model with ``extra="forbid"``: Python uses snake_case names, the wire
+uses camelCase aliases. Constructing an event that breaks its contract raises
+:class:`~payment_events.errors.InvalidEventError` (or :class:`~payment_events.errors.SensitiveDataError`
+for card data and secrets), both :class:`~payment_events.errors.ContractError`; input values are never
+echoed, not even in the chained pydantic ``ValidationError`` (``hide_input_in_errors``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+
+from payment_events.errors import InvalidEventError, SensitiveDataError
+from payment_events.ids import is_uuid7, uuid7
+from payment_events.privacy import check_text, might_be_sensitive
+
+__all__ = [
+    "DEFAULT_SOURCE",
+    "ENVELOPE_FIELDS",
+    "BaseEvent",
+    "Code",
+    "ContractModel",
+    "FreeText",
+    "Identifier",
+    "UtcDatetime",
+    "contract_error",
+    "scan_raw",
+]
+
+#: The producing service written into ``source`` (and the CloudEvents ``ce_source``) by default.
+DEFAULT_SOURCE = "payment-service"
+
+#: Wire names of the envelope fields, present in every event of every type and version.
+ENVELOPE_FIELDS = (
+    "eventId",
+    "eventType",
+    "schemaVersion",
+    "eventTimestamp",
+    "source",
+    "correlationId",
+    "traceparent",
+)
+_ALWAYS_PRESENT = ("eventId", "eventType", "schemaVersion", "eventTimestamp", "source")
+
+
+def _only_datetime_or_text(value: object) -> object:
+    # pydantic would otherwise read numbers as Unix timestamps; an event time is never a bare number.
+    if isinstance(value, datetime | str):
+        return value
+    msg = "expected an ISO 8601 / RFC 3339 timestamp with a UTC offset, e.g. 2026-01-31T12:00:00Z"
+    raise ValueError(msg)
+
+
+def _to_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        msg = "naive datetime: pass a timezone-aware UTC datetime, e.g. datetime.now(UTC) or '...Z'"
+        raise ValueError(msg)
+    return value.astimezone(UTC)
+
+
+#: A timezone-aware instant, normalised to UTC; naive datetimes and numbers are refused.
+UtcDatetime = Annotated[
+    datetime,
+    BeforeValidator(_only_datetime_or_text),
+    AfterValidator(_to_utc),
+    Field(examples=["2026-01-31T12:00:00.123456Z"]),
+]
+
+#: An opaque identifier: 1-128 characters of letters, digits and ``_ . : -``, starting alphanumeric.
+Identifier = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"),
+]
+
+#: A short machine-readable code (gateway names, error codes): 1-64 of letters, digits and ``_ . : -``.
+Code = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$"),
+]
+
+#: Human-readable text for people, not machines: 1-500 characters, no control characters.
+FreeText = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$"),
+]
+
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def _check_traceparent(value: str) -> str:
+    match = _TRACEPARENT.fullmatch(value)
+    if match is None or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
+        msg = (
+            "not a W3C traceparent: expected '00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>', "
+            "lower case, ids not all zero"
+        )
+        raise ValueError(msg)
+    return value
+
+
+def _check_uuid7(value: UUID) -> UUID:
+    if not is_uuid7(value):
+        msg = "eventId must be a UUIDv7 (RFC 9562): use payment_events.ids.uuid7() or leave it to default"
+        raise ValueError(msg)
+    return value
+
+
+def _envelope_required(schema: JsonDict, cls: type[Any]) -> None:
+    # The envelope fields have Python defaults, but every message on the wire carries them: say so.
+    required = schema.setdefault("required", [])
+    assert isinstance(required, list)
+    properties = schema.get("properties")
+    assert isinstance(properties, dict)
+    for name in _ALWAYS_PRESENT:
+        if name in properties and name not in required:
+            required.append(name)
+
+
+def _problem_lines(exc: ValidationError) -> tuple[str, ...]:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in error["loc"]) or "(event)"
+        lines.append(f"{location}: {error['msg']}")
+    return tuple(lines)
+
+
+def contract_error(
+    name: str, exc: ValidationError, raw: object = None, model: type[BaseModel] | None = None
+) -> InvalidEventError | SensitiveDataError:
+    """Translate a pydantic ``ValidationError`` into ours, without any input value in the message.
+
+    When the raw input is given, it is scanned first: a card number or secret anywhere in it is reported
+    as :class:`SensitiveDataError` even if a pattern or type check refused that field first.
+    """
+    for error in exc.errors(include_url=False, include_input=False):
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, SensitiveDataError):
+            return cause
+    if raw is not None:
+        try:
+            scan_raw("", raw, model)
+        except SensitiveDataError as sensitive:
+            return sensitive
+    problems = _problem_lines(exc)
+    return InvalidEventError(f"invalid {name}: " + "; ".join(problems), problems)
+
+
+def scan_raw(path: str, data: object, model: type[BaseModel] | None) -> None:
+    """Refuse card data or secrets in any string (or key) of raw input, naming the field by wire name."""
+    if isinstance(data, str):
+        if might_be_sensitive(data):
+            check_text(path.rstrip(".") or "(event)", data)
+    elif isinstance(data, dict):
+        fields = model.model_fields if model is not None else {}
+        for key, value in data.items():
+            name = str(key)
+            if might_be_sensitive(name):
+                check_text("(a field name)", name)
+            info = fields.get(name)
+            wire_name = (info.alias or name) if info is not None else name
+            nested = _model_in(info.annotation) if info is not None else None
+            scan_raw(f"{path}{wire_name}.", value, nested)
+    elif isinstance(data, BaseModel):
+        scan_raw(path, data.__dict__, type(data))
+    elif isinstance(data, list | tuple):
+        for index, item in enumerate(data):
+            scan_raw(f"{path}{index}.", item, None)
+
+
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _scan_fields(path: str, model: BaseModel) -> None:
+    fields = type(model).model_fields
+    for name, value in model.__dict__.items():
+        if isinstance(value, str):
+            if might_be_sensitive(value):
+                check_text(path + (fields[name].alias or name), value)
+        elif isinstance(value, BaseModel):
+            _scan_fields(f"{path}{fields[name].alias or name}.", value)
+
+
+class ContractModel(BaseModel):
+    """Base of every model on the wire: frozen, closed (``extra="forbid"``), camelCase aliases."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        hide_input_in_errors=True,
+        use_attribute_docstrings=True,
+        allow_inf_nan=False,
+        field_title_generator=lambda name, info: info.alias or name,
+    )
+
+    def __init__(self, /, **data: Any) -> None:
+        """Validate ``data``; raise :class:`InvalidEventError` or :class:`SensitiveDataError` on failure."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            error = contract_error(type(self).__name__, exc, data, type(self))
+            if isinstance(error, SensitiveDataError):
+                # The pydantic error may hold the sensitive text (e.g. as a field name): do not chain it.
+                raise error from None
+            raise error from exc
+
+    # Tell pydantic this __init__ only wraps the base one: without it, model_validate would call it and
+    # validate everything twice.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+
+class BaseEvent(ContractModel):
+    """The envelope: what every payment event carries, whatever its type and version.
+
+    Subclasses set ``EVENT_TYPE``, ``SCHEMA_VERSION`` and ``PARTITION_KEY_FIELD`` (the snake_case name
+    of the field whose value becomes the Kafka key), and narrow ``event_type``/``schema_version`` to
+    ``Literal`` so the JSON Schema pins them.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_envelope_required)
+
+    EVENT_TYPE: ClassVar[str]
+    SCHEMA_VERSION: ClassVar[int]
+    PARTITION_KEY_FIELD: ClassVar[str]
+
+    event_id: Annotated[UUID, AfterValidator(_check_uuid7)] = Field(default_factory=uuid7)
+    """Unique id of this event, a UUIDv7 (time-ordered). Consumers deduplicate on it: a redelivered
+    event has the same eventId."""
+
+    event_type: str
+    """The event's type name; with schemaVersion it selects the schema."""
+
+    schema_version: int
+    """Version of this event type's schema. Every change to the payload bumps it."""
+
+    event_timestamp: UtcDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    """When the event occurred, RFC 3339 in UTC with a Z suffix and microseconds."""
+
+    source: Annotated[
+        str,
+        StringConstraints(
+            strict=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~/:\-]*$"
+        ),
+    ] = DEFAULT_SOURCE
+    """The producing service (also the CloudEvents `source`), e.g. payment-service."""
+
+    correlation_id: Identifier | None = None
+    """Optional id tying this event to the request or saga that caused it."""
+
+    traceparent: (
+        Annotated[
+            str,
+            StringConstraints(strict=True, pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"),
+            AfterValidator(_check_traceparent),
+        ]
+        | None
+    ) = None
+    """Optional W3C Trace Context traceparent (version 00) of the operation that produced the event."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Check at class creation that a concrete event's class variables agree with its fields."""
+        super().__pydantic_init_subclass__(**kwargs)
+        if "EVENT_TYPE" not in cls.__dict__:
+            return
+        fields = cls.model_fields
+        if fields["event_type"].default != cls.EVENT_TYPE:
+            msg = f"{cls.__name__}: event_type default must equal EVENT_TYPE"
+            raise TypeError(msg)
+        if fields["schema_version"].default != cls.SCHEMA_VERSION:
+            msg = f"{cls.__name__}: schema_version default must equal SCHEMA_VERSION"
+            raise TypeError(msg)
+        if cls.PARTITION_KEY_FIELD not in fields:
+            msg = f"{cls.__name__}: PARTITION_KEY_FIELD names no field"
+            raise TypeError(msg)
+
+    @model_validator(mode="after")
+    def _refuse_sensitive_strings(self) -> BaseEvent:
+        # Every string the event holds, whatever its field; on a validation failure the raw input is
+        # scanned too (see contract_error), so a card number is reported as such even where a pattern
+        # check refused the field first.
+        _scan_fields("", self)
+        return self
+
+    @property
+    def partition_key(self) -> str:
+        """The Kafka key: all events with the same key land on one partition, in order."""
+        value = getattr(self, self.PARTITION_KEY_FIELD)
+        assert isinstance(value, str)
+        return value
