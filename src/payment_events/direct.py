@@ -1,0 +1,205 @@
+"""``DirectPublisher``: publish straight to Kafka, without a database. Fast, and NOT crash-safe.
+
+.. warning::
+   A direct publish lives only in this process's memory until the broker acknowledges it. If the
+   process crashes, is killed or loses power in between, **the event is lost**, and nothing tells the
+   payment code that the payment row it just committed has no event. It is also not atomic with your
+   database transaction: the payment can commit and the event fail, or the event go out and the
+   payment roll back. The transactional outbox (``OutboxPublisher`` plus ``payment-events relay``) has
+   none of these gaps and is the safe default; use this class only where a lost event is acceptable
+   or where no database exists, and prefer ``publish_and_wait`` for events that matter.
+
+``publish(event)`` encodes the event, hands it to librdkafka and returns a
+``concurrent.futures.Future`` at once; a background thread serves delivery reports and resolves the
+future with a :class:`DeliveryReceipt` (partition and offset) or fails it with
+:class:`~payment_events.errors.TransientPublishError` /
+:class:`~payment_events.errors.PermanentPublishError`. ``publish_and_wait(event, timeout)`` is the same
+and blocks until the broker acknowledged (the spec's "wait for an acknowledgment" for critical events).
+The producer uses the relay's settings: idempotent, ``acks=all``, ordered per partition. ``close()``
+flushes what is queued (bounded) and stops the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from payment_events.errors import PermanentPublishError, PublishError, TransientPublishError
+from payment_events.topics import TopicRouter
+
+if TYPE_CHECKING:
+    from payment_events.codec import EncodedEvent
+    from payment_events.events import BaseEvent
+
+log = logging.getLogger("payment_events.direct")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReceipt:
+    """The broker acknowledged event ``event_id`` at ``topic``/``partition``/``offset``."""
+
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+
+
+class DirectPublisher:
+    """Publishes events to Kafka asynchronously, from memory (see the module warning: it can lose events).
+
+    Thread-safe: ``publish`` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        router: TopicRouter | None = None,
+        producer_overrides: Mapping[str, Any] | None = None,
+        poll_interval: float = 0.05,
+        enqueue_timeout: float = 5.0,
+    ) -> None:
+        from payment_events.relay.kafka import producer_config
+
+        self._router = router or TopicRouter()
+        config = producer_config(bootstrap_servers, producer_overrides)
+        config["error_cb"] = self._on_error
+        self._producer: Any = Producer(config)
+        self._poll_interval = poll_interval
+        self._enqueue_timeout = enqueue_timeout
+        self._closed = False
+        self._stop_polling = threading.Event()
+        self._fatal: str | None = None
+        self._thread = threading.Thread(
+            target=self._poll_loop, name="payment-events-direct-poll", daemon=True
+        )
+        self._thread.start()
+
+    # ------------------------------------------------------------------ publishing
+    def publish(self, event: BaseEvent) -> Future[DeliveryReceipt]:
+        """Encode and enqueue ``event``; return at once with a future of its :class:`DeliveryReceipt`."""
+        from payment_events.codec import encode
+
+        encoded = encode(event)
+        return self.publish_encoded(encoded, self._router.topic_for(encoded.event_type))
+
+    def publish_and_wait(self, event: BaseEvent, timeout: float = 30.0) -> DeliveryReceipt:
+        """Publish ``event`` and block until the broker acknowledged it (or raise a ``PublishError``)."""
+        future = self.publish(event)
+        try:
+            return future.result(timeout=timeout)
+        except TimeoutError:
+            raise TransientPublishError(
+                f"no acknowledgment within {timeout} s; the event may still be delivered later"
+            ) from None
+
+    def publish_encoded(self, encoded: EncodedEvent, topic: str | None = None) -> Future[DeliveryReceipt]:
+        """Enqueue an already encoded event (to ``topic``, or where the router sends its type)."""
+        if self._closed:
+            raise PublishError("this DirectPublisher is closed; create a new one")
+        if self._fatal is not None:
+            raise TransientPublishError(
+                f"the Kafka producer hit a fatal error ({self._fatal}); "
+                "close this publisher and create a new one"
+            )
+        target = topic or self._router.topic_for(encoded.event_type)
+        future: Future[DeliveryReceipt] = Future()
+        future.set_running_or_notify_cancel()  # a delivery cannot be called back: refuse cancel()
+        event_id = encoded.event_id
+
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is None:
+                future.set_result(DeliveryReceipt(event_id, target, msg.partition(), msg.offset()))
+            else:
+                future.set_exception(_publish_error(err, event_id, target))
+
+        deadline = time.monotonic() + self._enqueue_timeout
+        while True:
+            try:
+                self._producer.produce(
+                    target, encoded.value, encoded.key, headers=list(encoded.headers), on_delivery=on_delivery
+                )
+                return future
+            except BufferError:
+                if time.monotonic() >= deadline:
+                    raise TransientPublishError(
+                        "the local producer queue is full (the broker is slow or down); try again later"
+                    ) from None
+                time.sleep(0.01)
+            except KafkaException as exc:  # refused at once, e.g. larger than message.max.bytes
+                future.set_exception(_publish_error(exc.args[0], event_id, target))
+                return future
+            except (TypeError, ValueError) as exc:
+                future.set_exception(_publish_error(exc, event_id, target))
+                return future
+
+    # ------------------------------------------------------------------ lifecycle
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait up to ``timeout`` s for queued events to be acknowledged; return how many are still queued."""
+        left: int = self._producer.flush(timeout)
+        return left
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush (bounded by ``timeout``), fail what is still undelivered, stop the poll thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_polling.set()
+        self._thread.join()
+        left = self._producer.flush(max(0.0, timeout))
+        if left:
+            log.error(
+                "closing with undelivered events; they are lost",
+                extra={"event": "direct.close_undelivered", "count": left},
+            )
+            self._producer.purge(in_queue=True, in_flight=True, blocking=True)
+            self._producer.flush(0)
+
+    def __enter__(self) -> DirectPublisher:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _poll_loop(self) -> None:
+        while not self._stop_polling.is_set():
+            self._producer.poll(self._poll_interval)
+
+    def _on_error(self, error: Any) -> None:
+        if error.fatal():
+            self._fatal = str(error.name())
+            log.error("fatal producer error", extra={"event": "direct.producer_fatal", "code": error.name()})
+
+
+def _publish_error(error: Any, event_id: str, topic: str) -> PublishError:
+    """Our error for a failed delivery, logged with ids only (never the payload or the key)."""
+    from payment_events.relay.decisions import DeliveryError, is_permanent
+    from payment_events.relay.kafka import translate_error
+
+    if isinstance(error, KafkaError):
+        described = translate_error(error)
+    else:  # a bad argument type, for example
+        described = DeliveryError("SERIALIZATION", type(error).__name__)
+    permanent = is_permanent(described)
+    log.warning(
+        "direct publish failed",
+        extra={
+            "event": "direct.publish_failed",
+            "event_id": event_id,
+            "topic": topic,
+            "code": described.code,
+            "permanent": permanent,
+        },
+    )
+    kind = PermanentPublishError if permanent else TransientPublishError
+    return kind(f"event {event_id} was not published to {topic}: {described.reason()}")
