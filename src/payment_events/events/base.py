@@ -216,7 +216,7 @@ class ContractModel(BaseModel):
         hide_input_in_errors=True,
         use_attribute_docstrings=True,
         allow_inf_nan=False,
-        field_title_generator=lambda name, info: info.alias or name,
+        field_title_generator=lambda name, _info: to_camel(name),
     )
 
     def __init__(self, /, **data: Any) -> None:
