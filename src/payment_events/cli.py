@@ -16,12 +16,15 @@ import json
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from payment_events import config as cfg
 from payment_events.errors import ConfigurationError, PaymentEventsError
+
+if TYPE_CHECKING:
+    from payment_events.kafka_admin import TopicStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,6 +143,254 @@ def config_show(ctx: click.Context, /, as_json: bool, **params: object) -> None:
     width = max(len(name) for name in masked)
     for name, value in masked.items():
         click.echo(f"{name:<{width}}  {json.dumps(value, default=str)}")
+
+
+# -- db -------------------------------------------------------------------------------------------
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Create and upgrade the outbox schema."""
+
+
+@db_group.command("upgrade")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@settings_options("database")
+@click.pass_context
+def db_upgrade(ctx: click.Context, /, as_json: bool, **params: object) -> None:
+    """Create or upgrade the outbox table (idempotent; safe to run from several instances at once)."""
+    settings = load(ctx, params)
+    from payment_events.outbox import migrate
+
+    before = migrate.current_revision(settings.database_url)
+    migrate.upgrade(settings.database_url)
+    after = migrate.current_revision(settings.database_url)
+    result = {"database": cfg.mask_url(settings.database_url), "from": before, "to": after}
+    if as_json:
+        emit_json(result)
+    elif before == after:
+        click.echo(f"outbox schema already at revision {after} ({result['database']})")
+    else:
+        click.echo(f"outbox schema upgraded from {before or 'nothing'} to {after} ({result['database']})")
+
+
+# -- relay ----------------------------------------------------------------------------------------
+
+
+@cli.command("relay")
+@settings_options(*ALL_GROUPS)
+@click.pass_context
+def relay_command(ctx: click.Context, /, **params: object) -> None:
+    """Run the relay: publish committed outbox rows to Kafka until SIGTERM/SIGINT (then exit 0).
+
+    Serves /metrics, /healthz and /readyz on --metrics-host:--metrics-port (127.0.0.1:9464 by default).
+    """
+    settings = load(ctx, params)
+    ctx.exit(serve_relay(settings))
+
+
+def serve_relay(settings: cfg.Settings) -> int:
+    """Run a relay with metrics, health, alerts and signal handling until SIGTERM/SIGINT; return 0.
+
+    Refuses to start (raises) when the outbox schema is not migrated or the topics are missing and may
+    not be created. The HTTP server, probe and webhook threads are stopped on the way out.
+    """
+    import signal
+    import threading
+
+    from payment_events.alerts import AlertingObserver, WebhookNotifier
+    from payment_events.health import HealthServer, HealthState, ProbeSink, ReachabilityProbe
+    from payment_events.logs import get_logger
+    from payment_events.metrics import FanOutObserver, PrometheusObserver
+    from payment_events.outbox import migrate
+    from payment_events.relay.runner import build_relay
+
+    log = get_logger("payment_events.cli")
+    migrate.check(settings.database_url)
+    prepare_topics(settings)
+
+    metrics = PrometheusObserver()
+    state = HealthState(settings.health_liveness_timeout)
+    webhook = settings.alert_webhook()
+    notifier = WebhookNotifier(webhook).start() if webhook else None
+    alerts = AlertingObserver(
+        oldest_pending_age=settings.alert_oldest_pending_age,
+        broker_unreachable=settings.alert_broker_unreachable,
+        cooldown=settings.alert_cooldown,
+        sink=notifier,
+    )
+    observer = FanOutObserver(metrics, alerts, state)
+    relay = build_relay(
+        settings.database_url,
+        settings.kafka_bootstrap_servers,
+        settings.to_relay_config(),
+        observer=observer,
+    )
+    if settings.database_url.startswith("sqlite"):
+        observer.shards_owned(settings.relay_shard_count)  # one relay owns every shard on SQLite
+    server = (
+        HealthServer(state, metrics.registry, settings.metrics_host, settings.metrics_port).start()
+        if settings.metrics_enabled
+        else None
+    )
+    checks = _Checks(settings)
+    probe = ReachabilityProbe(
+        ProbeSink(state, metrics, alerts),
+        broker_check=checks.broker,
+        database_check=checks.database,
+        interval=_PROBE_INTERVAL_SECONDS,
+    ).start()
+
+    def on_signal(signum: int, frame: object) -> None:
+        state.stopping()
+        relay.stop()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    log.info(
+        "relay.serving",
+        database=cfg.mask_url(settings.database_url),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        metrics_port=server.port if server else None,
+        shard_count=settings.relay_shard_count,
+    )
+    try:
+        relay.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        probe.stop()
+        checks.close()
+        if server is not None:
+            server.stop()
+        if notifier is not None:
+            notifier.close(timeout=settings.relay_shutdown_timeout)
+        log.info("relay.exited")
+    return EXIT_OK
+
+
+_PROBE_INTERVAL_SECONDS = 5.0
+
+
+class _Checks:
+    """The probe's two checks: broker metadata and ``SELECT 1``, each on its own small client."""
+
+    def __init__(self, settings: cfg.Settings) -> None:
+        import sqlalchemy as sa
+        from confluent_kafka.admin import AdminClient
+
+        self._admin = AdminClient({**settings.kafka_config(), "socket.timeout.ms": 3000})
+        self._engine = sa.create_engine(settings.database_url, pool_pre_ping=True)
+
+    def broker(self) -> bool:
+        """True when a broker answers a metadata request within 3 s."""
+        self._admin.list_topics(timeout=3)
+        return True
+
+    def database(self) -> bool:
+        """True when the database answers ``SELECT 1``."""
+        import sqlalchemy as sa
+
+        with self._engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        return True
+
+    def close(self) -> None:
+        """Release the database pool."""
+        self._engine.dispose()
+
+
+def prepare_topics(settings: cfg.Settings) -> list[TopicStatus]:
+    """Create the configured topics if allowed; otherwise refuse (ConfigurationError) when one is missing."""
+    from payment_events.kafka_admin import ensure_topics
+
+    router = settings.topic_router()
+    return ensure_topics(
+        settings.kafka_config(),
+        sorted({*router.topics, settings.dlq_topic}),
+        partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+        min_insync_replicas=settings.topic_min_insync_replicas,
+        create=settings.create_topics,
+    )
+
+
+# -- topics ---------------------------------------------------------------------------------------
+
+
+@cli.group("topics")
+def topics_group() -> None:
+    """Kafka topics: the aggregate topic, per-type routes and the dead-letter topic."""
+
+
+@topics_group.command("ensure")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@settings_options("kafka", "topics")
+@click.pass_context
+def topics_ensure(ctx: click.Context, /, as_json: bool, **params: object) -> None:
+    """Create missing topics (partitions, replication factor, min.insync.replicas); report differences.
+
+    Exits 1 when an existing topic differs from the wanted settings (existing topics are never changed).
+    """
+    settings = load(ctx, params)
+    statuses = prepare_topics(settings)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "topic": t.name,
+                    "created": t.created,
+                    "partitions": t.partitions,
+                    "problems": list(t.problems),
+                }
+                for t in statuses
+            ]
+        )
+    else:
+        for t in statuses:
+            what = "created" if t.created else "exists"
+            line = f"{t.name:<40} {what:<8} partitions={t.partitions}"
+            if t.problems:
+                line += "  PROBLEM: " + "; ".join(t.problems)
+            click.echo(line)
+    if any(t.problems for t in statuses):
+        ctx.exit(EXIT_FAILURE)
+
+
+# -- outbox ---------------------------------------------------------------------------------------
+
+
+@cli.group("outbox")
+def outbox_group() -> None:
+    """Inspect the outbox table."""
+
+
+@outbox_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@settings_options("database")
+@click.pass_context
+def outbox_status(ctx: click.Context, /, as_json: bool, **params: object) -> None:
+    """Pending, in retry, dead, oldest pending age and published in the last minute."""
+    settings = load(ctx, params)
+    from datetime import UTC, datetime
+
+    from payment_events.outbox.sql import SqlOutboxStore
+
+    with SqlOutboxStore.from_url(settings.database_url, shard_count=settings.relay_shard_count) as store:
+        stats = store.backlog(datetime.now(UTC))
+    data = {
+        "pending": stats.pending,
+        "in_retry": stats.in_retry,
+        "dead": stats.dead,
+        "oldest_pending_age_seconds": round(stats.oldest_pending_age_seconds, 3),
+        "published_last_minute": stats.published_last_minute,
+    }
+    if as_json:
+        emit_json(data)
+        return
+    for name, value in data.items():
+        click.echo(f"{name.replace('_', ' '):<28} {value}")
 
 
 # -- entry point ------------------------------------------------------------------------------------

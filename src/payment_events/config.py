@@ -14,6 +14,7 @@ confluent_kafka, so loading settings is fast.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -36,6 +37,7 @@ from payment_events.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from payment_events.relay.settings import RelayConfig
+    from payment_events.topics import TopicRouter
 
 ENV_PREFIX = "PAYMENT_EVENTS_"
 CONFIG_FILE_ENV = "PAYMENT_EVENTS_CONFIG"
@@ -395,9 +397,14 @@ class Settings(BaseModel):
                 out[name] = value
         return out
 
-    def kafka_config(self) -> dict[str, str]:
-        """librdkafka client settings (connection and security only), secrets included: pass, never print."""
-        conf: dict[str, str] = {
+    def kafka_config(self) -> dict[str, Any]:
+        """librdkafka client settings (connection and security only), secrets included: pass, never print.
+
+        librdkafka's own log lines go to the ``payment_events.kafka`` logger (so they are structured and
+        redacted like every other line) instead of raw text on stderr.
+        """
+        conf: dict[str, Any] = {
+            "logger": logging.getLogger("payment_events.kafka"),
             "bootstrap.servers": self.kafka_bootstrap_servers,
             "client.id": self.kafka_client_id,
             "security.protocol": self.kafka_security_protocol.lower(),
@@ -437,6 +444,12 @@ class Settings(BaseModel):
             listen=self.relay_listen,
             producer_overrides=overrides,
         )
+
+    def topic_router(self) -> TopicRouter:
+        """The topic router for these settings (raises ConfigurationError for a route Kafka refuses)."""
+        from payment_events.topics import TopicRouter
+
+        return TopicRouter(self.topic, self.topic_routing)
 
     def topic_for(self, event_type: str) -> str:
         """The topic an event type is routed to."""

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -51,6 +51,16 @@ class HealthState:
         """Graceful shutdown began: readiness turns false so load balancers and probes stop routing."""
         with self._lock:
             self._stopping = True
+
+    def set_broker(self, reachable: bool) -> None:
+        """Record broker reachability from an outside probe (not a sign of the loop being alive)."""
+        with self._lock:
+            self._broker = reachable
+
+    def set_database(self, reachable: bool) -> None:
+        """Record database reachability from an outside probe (not a sign of the loop being alive)."""
+        with self._lock:
+            self._database = reachable
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         """(alive, details). Before the first tick the start time counts, giving a startup grace."""
@@ -129,6 +139,37 @@ class HealthState:
             self._database = reachable
 
 
+class ReachabilitySink(Protocol):
+    """Where probe results go: any RelayObserver fits, or a sink that updates state without a tick."""
+
+    def broker_reachable(self, reachable: bool) -> None:
+        """The broker answered (or not)."""
+
+    def database_reachable(self, reachable: bool) -> None:
+        """The database answered (or not)."""
+
+
+class ProbeSink:
+    """Sends probe results to observers (metrics, alerts) and to the health state *without* a liveness
+    tick: a probe thread being alive says nothing about the relay loop."""
+
+    def __init__(self, state: HealthState, *observers: RelayObserver) -> None:
+        self._state = state
+        self._observers = observers
+
+    def broker_reachable(self, reachable: bool) -> None:
+        """Forward to the observers, then set the state."""
+        for observer in self._observers:
+            observer.broker_reachable(reachable)
+        self._state.set_broker(reachable)
+
+    def database_reachable(self, reachable: bool) -> None:
+        """Forward to the observers, then set the state."""
+        for observer in self._observers:
+            observer.database_reachable(reachable)
+        self._state.set_database(reachable)
+
+
 class ReachabilityProbe:
     """Checks the broker and the database every ``interval`` seconds from a daemon thread.
 
@@ -139,7 +180,7 @@ class ReachabilityProbe:
 
     def __init__(
         self,
-        observer: RelayObserver,
+        observer: ReachabilitySink,
         broker_check: Callable[[], bool] | None,
         database_check: Callable[[], bool] | None,
         interval: float = 5.0,

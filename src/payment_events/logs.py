@@ -128,13 +128,16 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as a JSON line."""
+        event, message, fields = _parts(record)
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": event,
         }
-        for key, value in record_fields(record).items():
+        if message is not None:
+            out["message"] = message
+        for key, value in fields.items():
             out.setdefault(key, value)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
@@ -149,8 +152,11 @@ class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as one readable line (plus the traceback, if any)."""
         stamp = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
-        fields = " ".join(f"{k}={_console_value(v)}" for k, v in record_fields(record).items())
-        line = f"{stamp} {record.levelname:<7} {record.getMessage()}"
+        event, message, extra = _parts(record)
+        fields = " ".join(f"{k}={_console_value(v)}" for k, v in extra.items())
+        line = f"{stamp} {record.levelname:<7} {event}"
+        if message is not None:
+            line = f"{line}: {message}"
         if fields:
             line = f"{line}  {fields}"
         if record.exc_info and not record.exc_text:
@@ -158,6 +164,18 @@ class ConsoleFormatter(logging.Formatter):
         if record.exc_text:
             line = f"{line}\n{record.exc_text}"
         return line
+
+
+def _parts(record: logging.LogRecord) -> tuple[str, str | None, dict[str, Any]]:
+    """(event name, human message or None, other fields). Two styles are accepted: the message is the
+    event name (``log.info("relay.started", extra=...)``), or an ``event`` field names it and the
+    message is prose (``log.info("relay started", extra={"event": "relay.started"})``)."""
+    fields = record_fields(record)
+    message = record.getMessage()
+    event = fields.pop("event", None)
+    if isinstance(event, str) and event:
+        return event, (None if message == event else message), fields
+    return message, None, fields
 
 
 def _console_value(value: object) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from payment_events.health import HealthServer, HealthState, ReachabilityProbe
+from payment_events.health import HealthServer, HealthState, ProbeSink, ReachabilityProbe
 from payment_events.metrics import FanOutObserver, PrometheusObserver
 
 
@@ -122,3 +122,18 @@ def test_server_binds_localhost_by_default() -> None:
         assert srv.host == "127.0.0.1"
     finally:
         srv.stop()
+
+
+def test_probe_sink_sets_readiness_without_a_liveness_tick() -> None:
+    """Probe results change readiness and metrics, but do not count as the relay loop being alive."""
+    clock = _Clock()
+    state = HealthState(liveness_timeout=10, clock=clock)
+    metrics = PrometheusObserver()
+    sink = ProbeSink(state, metrics)
+    clock.now += 11
+    ReachabilityProbe(sink, broker_check=lambda: True, database_check=lambda: False).probe_once()
+    assert not state.liveness()[0]
+    _, body = state.readiness()
+    assert body["checks"]["broker"] is True
+    assert body["checks"]["database"] is False
+    assert metrics.registry.get_sample_value("payment_events_database_reachable") == 0

@@ -116,3 +116,14 @@ def test_luhn_and_text_redaction_leave_ordinary_numbers() -> None:
     assert redact_text("offset 4111111111111112 ok") == "offset 4111111111111112 ok"
     assert redact_text("pan 4111-1111-1111-1111") == "pan [REDACTED-PAN]"
     assert redact_text("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
+
+
+def test_event_field_style_keeps_the_event_name(stream: io.StringIO) -> None:
+    """A prose message with extra={"event": ...} logs that event name and keeps the prose as message."""
+    logging.getLogger("payment_events.relay.loop").info(
+        "relay started", extra={"event": "relay.started", "batch_size": 5}
+    )
+    (line,) = _lines(stream)
+    assert line["event"] == "relay.started"
+    assert line["message"] == "relay started"
+    assert line["batch_size"] == 5
