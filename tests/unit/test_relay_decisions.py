@@ -55,7 +55,6 @@ OK = Delivered(0, 1)
     ("code", "expected"),
     [
         ("MSG_SIZE_TOO_LARGE", "permanent"),
-        ("_MSG_SIZE_TOO_LARGE", "permanent"),
         ("TOPIC_AUTHORIZATION_FAILED", "permanent"),
         ("INVALID_RECORD", "permanent"),
         ("SERIALIZATION", "permanent"),

@@ -28,8 +28,7 @@ from payment_events.outbox.ports import Dead, OutboxRecord, Published, Retry
 # the producer's rights are wrong. Everything else is transient unless the client says otherwise.
 PERMANENT_CODES: frozenset[str] = frozenset(
     {
-        "MSG_SIZE_TOO_LARGE",  # broker: larger than max.message.bytes
-        "_MSG_SIZE_TOO_LARGE",  # client: larger than message.max.bytes
+        "MSG_SIZE_TOO_LARGE",  # larger than the broker's max.message.bytes or the client's message.max.bytes
         "INVALID_MSG_SIZE",
         "RECORD_LIST_TOO_LARGE",
         "INVALID_MSG",
@@ -94,7 +93,7 @@ RETRY_BUDGET_EXHAUSTED = "RETRY_BUDGET_EXHAUSTED"
 """The code of a dead letter whose transient failures used up ``max_attempts``."""
 
 SIZE_CODES: frozenset[str] = frozenset(
-    {"MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE", "INVALID_MSG_SIZE", "RECORD_LIST_TOO_LARGE"}
+    {"MSG_SIZE_TOO_LARGE", "INVALID_MSG_SIZE", "RECORD_LIST_TOO_LARGE"}
 )
 """Codes meaning the message is too large: its dead-letter copy is sent without the payload."""
 

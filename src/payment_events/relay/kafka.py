@@ -65,7 +65,7 @@ def producer_config(bootstrap_servers: str, overrides: Mapping[str, Any] | None 
     config["bootstrap.servers"] = bootstrap_servers
     if str(config.get("enable.idempotence")).lower() not in {"true", "1"}:
         raise ConfigurationError("producer option enable.idempotence must stay true for the relay")
-    if config.get("acks") not in _ACKS_ALL and config.get("request.required.acks", "all") not in _ACKS_ALL:
+    if any(config.get(name, "all") not in _ACKS_ALL for name in ("acks", "request.required.acks")):
         raise ConfigurationError("producer option acks must stay 'all' for the relay")
     if int(config.get("max.in.flight.requests.per.connection", 5)) > 5:
         raise ConfigurationError("producer option max.in.flight.requests.per.connection must be <= 5")
