@@ -7,13 +7,22 @@ One row per event. ``id`` is the insertion order and the per-key order. ``state`
 Indexes are chosen for the relay's queries, and most are partial so that a fresh insert (the payment
 transaction's cost) only touches the primary key, the ``event_id`` unique index and the pending index:
 
-* ``ix_payment_events_outbox_pending`` ``(shard, id) WHERE state = 'pending'``: the claim walks each owned
-  shard in id order and merges the shards, touching only pending rows however large the table is.
+* ``ix_payment_events_outbox_pending`` ``(id) WHERE state = 'pending'``: the claim reads it in id order
+  and stops after ``limit`` rows, touching only pending rows however many published rows the table keeps
+  until retention purges them. (A ``(shard, id)`` index was measured and rejected: with many owned shards
+  it cannot return one id order without sorting every pending row of those shards or merging one index
+  scan per shard, and PostgreSQL plans neither reliably. With ``(id)``, ``k`` relay instances each read
+  about ``k * limit`` index entries per claim, which is cheap for the handful of instances one runs.)
 * ``ix_payment_events_outbox_retry`` ``(key, id) WHERE state = 'pending' AND attempts > 0``: rows that
-  failed at least once; the claim checks it to skip keys whose head waits for a retry. Tiny, and empty
-  in a healthy system; a fresh insert (``attempts = 0``) never touches it.
-* ``ix_payment_events_outbox_published`` ``(published_at) WHERE state = 'published'``: retention purge.
+  failed at least once; the claim uses it to skip keys whose head waits for a retry. Tiny, and empty in a
+  healthy system; a fresh insert (``attempts = 0``) never touches it.
+* ``ix_payment_events_outbox_published`` ``(published_at) WHERE state = 'published'``: retention purge and
+  the "published in the last minute" count.
 * ``ix_payment_events_outbox_dead`` ``(id) WHERE state = 'dead'``: dead-letter listing and counts.
+
+``attempts`` counts *failed* attempts (retries and the final failure of a dead row); publishing does not
+increment it. Most rows therefore keep ``attempts = 0`` for life, which keeps the planner's estimate for
+the retry index honest.
 
 This module changes only together with a new migration in ``payment_events.outbox.migrations``.
 """
@@ -110,7 +119,6 @@ outbox_table = Table(
 
 Index(
     "ix_payment_events_outbox_pending",
-    outbox_table.c.shard,
     outbox_table.c.id,
     postgresql_where=text("state = 'pending'"),
     sqlite_where=text("state = 'pending'"),

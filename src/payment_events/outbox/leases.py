@@ -1,0 +1,194 @@
+"""Shard ownership for relay instances: PostgreSQL session advisory locks, or every shard (SQLite).
+
+Each :class:`PostgresShardLeases` holds ONE dedicated database connection. On it it holds:
+
+* a *member* lock ``(namespace, 2**30 + backend pid)``, so instances can count each other in
+  ``pg_locks`` without any table or heartbeat;
+* one lock ``(namespace, shard)`` per owned shard.
+
+``refresh()`` counts the members, computes the fair share ``ceil(shard_count / members)``, releases
+shards above it and tries to lock free shards up to it. Locks are session locks: when an instance dies,
+its connection closes and PostgreSQL releases everything at once, so the others take its shards on
+their next refresh. If this instance's own lock connection fails, it owns nothing from that moment
+(``refresh()`` returns an empty set and never raises for a database error) and reconnects on the next
+refresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+from typing import Any
+
+from sqlalchemy import bindparam, create_engine, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from payment_events.sharding import DEFAULT_SHARD_COUNT, validate_shard_count
+
+log = logging.getLogger("payment_events.outbox.leases")
+
+DEFAULT_LEASE_NAMESPACE = 0x7065_7368  # "pesh"; the first key of every advisory lock the relays take
+MEMBER_BASE = 1 << 30
+"""Member locks use second keys from here on (shards use 0 .. shard_count-1)."""
+
+_KEEPALIVE_ARGS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+_HELD = text(
+    "SELECT objid::bigint AS k FROM pg_locks"
+    " WHERE locktype = 'advisory' AND granted AND objsubid = 2"
+    " AND classid = CAST(:ns AS bigint)::oid"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+_TRY_MEMBER = text("SELECT pg_try_advisory_lock(:ns, :base + pg_backend_pid())")
+_TRY_SHARDS = text(
+    "SELECT s FROM unnest(CAST(:shards AS INTEGER[])) AS s WHERE pg_try_advisory_lock(:ns, s)"
+).bindparams(bindparam("shards"))
+_UNLOCK_SHARDS = text("SELECT pg_advisory_unlock(:ns, s) FROM unnest(CAST(:shards AS INTEGER[])) AS s")
+
+
+class AllShards:
+    """Every shard, always: the single relay of an SQLite outbox (or of a PostgreSQL outbox run alone)."""
+
+    def __init__(self, shard_count: int = DEFAULT_SHARD_COUNT) -> None:
+        self._all = frozenset(range(validate_shard_count(shard_count)))
+
+    def refresh(self) -> frozenset[int]:
+        """Every shard."""
+        return self._all
+
+    def release_all(self) -> None:
+        """Nothing is held."""
+
+
+class PostgresShardLeases:
+    """Shards owned by this relay instance through session advisory locks on one dedicated connection.
+
+    ``engine_or_url``: an Engine (one of its pooled connections is kept checked out) or a URL (a private
+    engine with TCP keepalives, so a dead network path is noticed within about half a minute).
+    ``namespace`` separates independent relay groups in one database (for example two outbox tables).
+    Instances of one group must use the same ``shard_count`` and ``namespace``.
+    """
+
+    def __init__(
+        self,
+        engine_or_url: Engine | str,
+        shard_count: int = DEFAULT_SHARD_COUNT,
+        namespace: int = DEFAULT_LEASE_NAMESPACE,
+        *,
+        rand: random.Random | None = None,
+    ) -> None:
+        self.shard_count = validate_shard_count(shard_count)
+        if not 0 <= namespace < 2**31:
+            raise ValueError(f"namespace must be between 0 and 2**31-1, got {namespace}")
+        self.namespace = namespace
+        if isinstance(engine_or_url, Engine):
+            self._engine, self._owns_engine = engine_or_url, False
+        else:
+            options: dict[str, Any] = {"poolclass": NullPool}
+            if engine_or_url.startswith("postgresql+psycopg"):
+                options["connect_args"] = dict(_KEEPALIVE_ARGS)
+            self._engine, self._owns_engine = create_engine(engine_or_url, **options), True
+        if self._engine.dialect.name != "postgresql":
+            raise ValueError("PostgresShardLeases needs PostgreSQL; use AllShards for SQLite")
+        self._rand = rand or random.Random()
+        self._conn: Connection | None = None
+        self._owned: frozenset[int] = frozenset()
+        self._members = 0
+
+    @property
+    def owned(self) -> frozenset[int]:
+        """The shards owned after the last refresh."""
+        return self._owned
+
+    @property
+    def members(self) -> int:
+        """How many relay instances (lock connections) were counted at the last refresh."""
+        return self._members
+
+    def refresh(self) -> frozenset[int]:
+        """Rebalance towards the fair share and return the shards owned now (empty if the lock
+        connection is broken: it is re-opened on the next call)."""
+        try:
+            if self._conn is None:
+                self._connect()
+            self._owned = self._rebalance()
+        except SQLAlchemyError as exc:
+            log.warning(
+                "shard lease connection failed; owning no shards until it is back",
+                extra={"event": "relay.leases_lost", "error": type(exc).__name__, "shards": len(self._owned)},
+            )
+            self._drop_connection()
+        return self._owned
+
+    def release_all(self) -> None:
+        """Release every shard and the member lock by closing the lock connection."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(SQLAlchemyError):  # closing the connection releases them anyway
+                conn.execute(text("SELECT pg_advisory_unlock_all()"))
+        self._drop_connection()
+
+    def close(self) -> None:
+        """Release everything and dispose of a private engine."""
+        self.release_all()
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def __enter__(self) -> PostgresShardLeases:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------------- internals
+    def _connect(self) -> None:
+        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            if not conn.execute(_TRY_MEMBER, {"ns": self.namespace, "base": MEMBER_BASE}).scalar_one():
+                # Cannot happen (the backend pid is unique), but never run without being counted.
+                raise RuntimeError("member lock is already held by this backend")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        self._owned = frozenset()
+        if conn is not None:
+            try:
+                conn.invalidate()  # never hand a connection that held locks back to a pool
+                conn.close()
+            except SQLAlchemyError:
+                pass
+
+    def _rebalance(self) -> frozenset[int]:
+        conn = self._conn
+        assert conn is not None
+        held = [int(k) for k in conn.execute(_HELD, {"ns": self.namespace}).scalars()]
+        self._members = max(1, sum(1 for k in held if k >= MEMBER_BASE))
+        fair = math.ceil(self.shard_count / self._members)
+        owned = set(self._owned)
+        if len(owned) > fair:
+            extra = sorted(owned)[fair:]
+            conn.execute(_UNLOCK_SHARDS, {"ns": self.namespace, "shards": extra})
+            owned.difference_update(extra)
+        taken = {k for k in held if k < self.shard_count}
+        free = [s for s in range(self.shard_count) if s not in taken and s not in owned]
+        self._rand.shuffle(free)  # instances starting together try different shards first
+        while len(owned) < fair and free:
+            need = fair - len(owned)
+            batch, free = free[:need], free[need:]
+            got = conn.execute(_TRY_SHARDS, {"ns": self.namespace, "shards": batch}).scalars().all()
+            owned.update(int(s) for s in got)
+        return frozenset(owned)

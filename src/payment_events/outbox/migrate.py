@@ -1,0 +1,102 @@
+"""Create and upgrade the outbox schema: ``upgrade(url_or_engine)`` (``payment-events db upgrade``).
+
+Alembic runs on a connection we open (no ``alembic.ini``), and records its version in
+``payment_events_alembic_version``, so an application that uses Alembic for its own tables keeps its
+``alembic_version`` untouched and both histories live side by side in one database. Works on PostgreSQL
+and SQLite; on PostgreSQL concurrent upgrades (two relays starting at once) wait for each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from payment_events.errors import MigrationRequiredError, StoreError
+
+VERSION_TABLE = "payment_events_alembic_version"
+"""Where Alembic records the outbox schema version (never the application's ``alembic_version``)."""
+
+MIGRATION_LOCK_ID = 0x7065_6F62  # "peob": payment-events outbox, as a bigint advisory-lock key
+SCRIPT_LOCATION = Path(__file__).with_name("migrations")
+
+
+def _config(connection: Connection | None = None) -> object:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@contextmanager
+def _engine(url_or_engine: str | Engine) -> Iterator[Engine]:
+    if isinstance(url_or_engine, Engine):
+        yield url_or_engine
+        return
+    engine = create_engine(url_or_engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
+    """Bring the outbox schema at ``url_or_engine`` up to ``revision`` (default: the newest). Idempotent.
+
+    Raises :class:`~payment_events.errors.StoreError` if the database cannot be reached or the DDL fails.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    with _engine(url_or_engine) as engine:
+        try:
+            with engine.begin() as connection:
+                config = _config(connection)
+                assert isinstance(config, Config)
+                command.upgrade(config, revision)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"outbox migration failed: {type(exc).__name__}; check the database URL "
+                             "and that the user may create tables") from exc
+
+
+def head_revision() -> str:
+    """The newest schema revision this version of the code knows."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(SCRIPT_LOCATION)).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(url_or_engine: str | Engine) -> str | None:
+    """The outbox schema revision the database is at, or ``None`` if it was never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
+    with _engine(url_or_engine) as engine:
+        try:
+            with engine.connect() as connection:
+                if not inspect(connection).has_table(VERSION_TABLE):
+                    return None
+                context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+                return context.get_current_revision()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the outbox schema version: {type(exc).__name__}") from exc
+
+
+def check(url_or_engine: str | Engine) -> None:
+    """Raise :class:`~payment_events.errors.MigrationRequiredError` unless the schema is at the head."""
+    current = current_revision(url_or_engine)
+    head = head_revision()
+    if current != head:
+        raise MigrationRequiredError(
+            f"the outbox schema is at revision {current or 'none'} but this code needs {head}: "
+            "run `payment-events db upgrade`"
+        )

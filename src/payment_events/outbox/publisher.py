@@ -1,0 +1,172 @@
+"""``OutboxPublisher``: write events into the outbox inside the caller's own database transaction.
+
+The payment change and its event commit or roll back together: if the caller rolls back, no event
+exists; if it commits, the relay publishes the event to Kafka (at least once). Publishing here never
+talks to the broker and never commits. The hot path is one pre-built ``INSERT`` statement (SQLAlchemy
+caches its compiled form), so the cost inside a payment transaction is one round trip.
+
+On PostgreSQL the same statement also calls ``pg_notify('payment_events_outbox', '')``: PostgreSQL
+delivers it only when the transaction commits and folds identical notifications of one transaction into
+one, so the relay wakes right after the commit without any extra round trip. ``notify=False`` turns it
+off (the relay still polls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, func, insert, literal_column, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from payment_events.errors import MigrationRequiredError, StoreError
+from payment_events.outbox.dberrors import is_missing_schema, is_unique_violation
+from payment_events.outbox.headers import dump_headers
+from payment_events.outbox.table import outbox_table
+from payment_events.publisher import PublishMethodsMixin
+from payment_events.sharding import DEFAULT_SHARD_COUNT, shard_for, validate_shard_count
+
+if TYPE_CHECKING:
+    from payment_events.codec import EncodedEvent
+    from payment_events.events import PaymentEvent
+
+__all__ = ["DEFAULT_TOPIC", "NOTIFY_CHANNEL", "OutboxPublisher"]
+
+DEFAULT_TOPIC = "payment.events"
+NOTIFY_CHANNEL = "payment_events_outbox"
+"""The channel the relay LISTENs on (``RelayConfig.notify_channel``)."""
+
+_INSERT_COLUMNS = (
+    "event_id",
+    "event_type",
+    "schema_version",
+    "topic",
+    "key",
+    "payload",
+    "headers",
+    "shard",
+    "next_attempt_at",
+    "created_at",
+)
+
+_INSERT = insert(outbox_table)
+# INSERT ... SELECT <params> FROM (SELECT pg_notify(...)) n: the insert and its wake-up in one round trip.
+_INSERT_AND_NOTIFY = insert(outbox_table).from_select(
+    list(_INSERT_COLUMNS),
+    select(*(bindparam(name, type_=outbox_table.c[name].type) for name in _INSERT_COLUMNS)).select_from(
+        select(func.pg_notify(bindparam("notify_channel"), literal_column("''")).label("n")).subquery("n")
+    ),
+)
+_NOTIFY = select(func.pg_notify(bindparam("notify_channel"), literal_column("''")))
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _default_route(event_type: str) -> str:
+    return DEFAULT_TOPIC
+
+
+class OutboxPublisher(PublishMethodsMixin):
+    """Writes events to ``payment_events_outbox`` in the transaction of ``conn`` (a ``Session`` or a
+    ``Connection``); implements :class:`~payment_events.publisher.PaymentEventPublisher`.
+
+    ``router`` maps an event type to its topic at write time: any callable ``(event_type) -> topic`` or
+    a :class:`~payment_events.topics.TopicRouter`; default: every event to ``payment.events``.
+    ``shard_count`` must equal the relays' (default 64; change it only with an empty outbox).
+    ``notify`` wakes PostgreSQL relays on commit (ignored on SQLite). ``clock`` and ``encoder`` exist
+    for tests and benchmarks.
+
+    Errors: a missing outbox table raises :class:`~payment_events.errors.MigrationRequiredError`; a second
+    event with the same ``eventId`` raises :class:`~payment_events.errors.StoreError`. Any other database
+    error (a serialization failure, a deadlock, a lost connection) is re-raised unchanged, because it
+    belongs to the caller's transaction and the caller's retry logic.
+    """
+
+    def __init__(
+        self,
+        conn: Session | Connection,
+        *,
+        router: Callable[[str], str] | Any | None = None,
+        shard_count: int = DEFAULT_SHARD_COUNT,
+        notify: bool = True,
+        notify_channel: str = NOTIFY_CHANNEL,
+        clock: Callable[[], datetime] = _utc_now,
+        encoder: Callable[[PaymentEvent], EncodedEvent] | None = None,
+    ) -> None:
+        if not isinstance(conn, Session | Connection):
+            raise TypeError("OutboxPublisher needs a SQLAlchemy Session or Connection")
+        self._conn = conn
+        topic_for = getattr(router, "topic_for", None)  # a TopicRouter
+        route = topic_for if callable(topic_for) else router
+        if route is None:
+            route = _default_route
+        if not callable(route):
+            raise TypeError("router must be a callable (event_type) -> topic or a TopicRouter")
+        self._route: Callable[[str], str] = route
+        self._shard_count = validate_shard_count(shard_count)
+        self._notify = notify
+        self._channel = notify_channel
+        self._clock = clock
+        if encoder is None:
+            from payment_events.codec import encode
+
+            encoder = encode
+        self._encode = encoder
+
+    def publish(self, event: PaymentEvent) -> None:
+        """Insert ``event`` into the outbox in the caller's transaction (one statement; no commit)."""
+        self.publish_encoded((self._encode(event),))
+
+    def publish_many(self, events: Iterable[PaymentEvent]) -> None:
+        """Insert several events in the caller's transaction with one multi-row insert, in the given
+        order (their outbox ids, and so their per-key order, follow the iteration order)."""
+        self.publish_encoded([self._encode(event) for event in events])
+
+    def publish_encoded(self, encoded: Sequence[EncodedEvent]) -> None:
+        """Insert already encoded events (what ``publish``/``publish_many`` do after encoding)."""
+        if not encoded:
+            return
+        now = self._clock()
+        rows = [self._row(item, now) for item in encoded]
+        conn = self._conn.connection() if isinstance(self._conn, Session) else self._conn
+        notify = self._notify and conn.dialect.name == "postgresql"
+        try:
+            if len(rows) == 1:
+                if notify:
+                    rows[0]["notify_channel"] = self._channel
+                    conn.execute(_INSERT_AND_NOTIFY, rows[0])
+                else:
+                    conn.execute(_INSERT, rows[0])
+            else:
+                conn.execute(_INSERT, rows)
+                if notify:
+                    conn.execute(_NOTIFY, {"notify_channel": self._channel})
+        except SQLAlchemyError as exc:
+            if is_missing_schema(exc):
+                raise MigrationRequiredError(
+                    "the outbox table does not exist or is outdated: run `payment-events db upgrade`"
+                ) from exc
+            if is_unique_violation(exc):
+                raise StoreError(
+                    "an event with this eventId is already in the outbox; publish each event once"
+                ) from exc
+            raise
+
+    def _row(self, item: EncodedEvent, now: datetime) -> dict[str, Any]:
+        return {
+            "event_id": item.event_id,
+            "event_type": item.event_type,
+            "schema_version": item.schema_version,
+            "topic": self._route(item.event_type),
+            "key": item.key,
+            "payload": item.value,
+            "headers": dump_headers(item.headers),
+            "shard": shard_for(item.key, self._shard_count),
+            "next_attempt_at": now,
+            "created_at": now,
+        }

@@ -1,0 +1,438 @@
+"""``SqlOutboxStore``: the outbox store port on PostgreSQL and SQLite through SQLAlchemy Core.
+
+Every method is one short transaction on a pooled connection:
+
+* ``claim``: one set-based ``SELECT`` by state (never a cursor over ids, so a late-committing insert is
+  still found) over the partial pending index, skipping keys whose head waits for a retry.
+* ``resolve``: one transaction of batched ``UPDATE`` statements (``unnest`` arrays on PostgreSQL, a
+  single ``executemany`` per kind on SQLite). A published row never changes again.
+* ``backlog``: one ``SELECT`` of scalar subqueries, each answered by a partial index.
+* ``purge_published``: deletes a small batch of old published rows.
+
+Driver errors surface as :class:`~payment_events.errors.StoreError` (and
+:class:`~payment_events.errors.MigrationRequiredError` when the table is missing or outdated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Select,
+    SmallInteger,
+    and_,
+    any_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from payment_events.outbox.dberrors import translated
+from payment_events.outbox.headers import load_headers
+from payment_events.outbox.leases import AllShards, PostgresShardLeases
+from payment_events.outbox.ports import (
+    DEAD,
+    PENDING,
+    PUBLISHED,
+    BacklogStats,
+    Dead,
+    OutboxRecord,
+    Published,
+    Retry,
+)
+from payment_events.outbox.table import LAST_ERROR_MAX_CHARS, UtcDateTime, outbox_table
+from payment_events.sharding import DEFAULT_SHARD_COUNT, validate_shard_count
+
+__all__ = ["AllShards", "PostgresShardLeases", "SqlOutboxStore", "configure_sqlite", "truncate_error"]
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_RESOLVE_CHUNK = 5_000  # rows per statement: keeps every statement's parameters well under driver limits
+
+_o = outbox_table
+_p = outbox_table.alias("earlier")
+_RECORD_COLUMNS = (
+    _o.c.id,
+    _o.c.event_id,
+    _o.c.event_type,
+    _o.c.schema_version,
+    _o.c.topic,
+    _o.c.key,
+    _o.c.payload,
+    _o.c.headers,
+    _o.c.shard,
+    _o.c.attempts,
+    _o.c.created_at,
+)
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def truncate_error(error: str) -> str:
+    """``error`` cut to what the ``last_error`` column holds (a reason, not a log)."""
+    if len(error) <= LAST_ERROR_MAX_CHARS:
+        return error
+    return error[: LAST_ERROR_MAX_CHARS - 3] + "..."
+
+
+def configure_sqlite(engine: Engine) -> None:
+    """Make every new SQLite connection of ``engine`` use WAL (readers never block the writer) and wait
+    up to ``SQLITE_BUSY_TIMEOUT_MS`` for a lock instead of failing at once with "database is locked"."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+
+def _claim_statement(dialect: str, shard_filter: bool) -> Select[Any]:
+    """The claim query: pending, due, in the owned shards, no earlier row of the key in backoff."""
+    now = bindparam("now", type_=UtcDateTime())
+    head_in_backoff = exists().where(
+        _p.c.state == PENDING,
+        _p.c.attempts > 0,
+        _p.c.key == _o.c.key,
+        _p.c.id < _o.c.id,
+        _p.c.next_attempt_at > now,
+    )
+    conditions = [
+        _o.c.state == PENDING,
+        or_(_o.c.attempts == 0, _o.c.next_attempt_at <= now),
+        ~head_in_backoff,
+    ]
+    if shard_filter:
+        if dialect == "postgresql":
+            # One array parameter: the statement text is the same for any shard set (plan cache friendly).
+            conditions.append(_o.c.shard == any_(bindparam("shards", type_=ARRAY(SmallInteger()))))
+        else:
+            conditions.append(_o.c.shard.in_(bindparam("shards", expanding=True)))
+    return select(*_RECORD_COLUMNS).where(and_(*conditions)).order_by(_o.c.id).limit(bindparam("limit"))
+
+
+_PG_MARK_PUBLISHED = text(
+    "UPDATE payment_events_outbox AS o"
+    " SET state = 'published', published_at = :now, kafka_partition = v.part, kafka_offset = v.off"
+    " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:parts AS INTEGER[]), CAST(:offs AS BIGINT[]))"
+    " AS v(id, part, off)"
+    " WHERE o.id = v.id AND o.state <> 'published'"
+).bindparams(bindparam("now", type_=UtcDateTime()))
+_PG_MARK_RETRY = text(
+    "UPDATE payment_events_outbox AS o"
+    " SET attempts = o.attempts + 1, next_attempt_at = v.at, last_error = v.err"
+    " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:ats AS TIMESTAMPTZ[]), CAST(:errs AS TEXT[]))"
+    " AS v(id, at, err)"
+    " WHERE o.id = v.id AND o.state = 'pending'"
+)
+_PG_MARK_DEAD = text(
+    "UPDATE payment_events_outbox AS o"
+    " SET state = 'dead', attempts = o.attempts + 1, last_error = v.err"
+    " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:errs AS TEXT[])) AS v(id, err)"
+    " WHERE o.id = v.id AND o.state = 'pending'"
+)
+
+_SQLITE_MARK_PUBLISHED = (
+    update(_o)
+    .where(_o.c.id == bindparam("row_id"), _o.c.state != PUBLISHED)
+    .values(
+        state=PUBLISHED,
+        published_at=bindparam("now", type_=UtcDateTime()),
+        kafka_partition=bindparam("part"),
+        kafka_offset=bindparam("off"),
+    )
+)
+_SQLITE_MARK_RETRY = (
+    update(_o)
+    .where(_o.c.id == bindparam("row_id"), _o.c.state == PENDING)
+    .values(
+        attempts=_o.c.attempts + 1,
+        next_attempt_at=bindparam("at", type_=UtcDateTime()),
+        last_error=bindparam("err"),
+    )
+)
+_SQLITE_MARK_DEAD = (
+    update(_o)
+    .where(_o.c.id == bindparam("row_id"), _o.c.state == PENDING)
+    .values(state=DEAD, attempts=_o.c.attempts + 1, last_error=bindparam("err"))
+)
+
+
+def _backlog_statement() -> Select[Any]:
+    now = bindparam("now", type_=UtcDateTime())
+    minute_ago = bindparam("minute_ago", type_=UtcDateTime())
+    count = func.count()
+    return select(
+        select(count).select_from(_o).where(_o.c.state == PENDING).scalar_subquery().label("pending"),
+        select(count)
+        .select_from(_o)
+        .where(_o.c.state == PENDING, _o.c.attempts > 0, _o.c.next_attempt_at > now)
+        .scalar_subquery()
+        .label("in_retry"),
+        select(count).select_from(_o).where(_o.c.state == DEAD).scalar_subquery().label("dead"),
+        select(_o.c.created_at)
+        .where(_o.c.state == PENDING)
+        .order_by(_o.c.id)
+        .limit(1)
+        .scalar_subquery()
+        .label("oldest"),
+        select(count)
+        .select_from(_o)
+        .where(_o.c.state == PUBLISHED, _o.c.published_at >= minute_ago)
+        .scalar_subquery()
+        .label("published_last_minute"),
+    )
+
+
+def _chunks(items: Sequence[Any], size: int = _RESOLVE_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SqlOutboxStore:
+    """The :class:`~payment_events.outbox.ports.OutboxStore` on PostgreSQL or SQLite.
+
+    ``shard_count`` must match the publishers' (a claim over every shard then skips the shard filter).
+    ``async_marks`` (PostgreSQL, default on) commits ``resolve`` with ``SET LOCAL synchronous_commit =
+    off``: the relay does not wait for the WAL flush of its marks. A mark lost in a database crash only
+    means the row is published again (a duplicate, which consumers tolerate), never a lost event, because
+    the row stays pending. Turn it off if duplicates after a database crash matter more than throughput.
+    ``clock`` stamps ``published_at`` (and is replaceable in tests).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        shard_count: int = DEFAULT_SHARD_COUNT,
+        async_marks: bool = True,
+        clock: Callable[[], datetime] = utc_now,
+        dispose_engine: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.shard_count = validate_shard_count(shard_count)
+        self.async_marks = async_marks
+        self._clock = clock
+        self._dispose_engine = dispose_engine
+        self._dialect = engine.dialect.name
+        if self._dialect not in ("postgresql", "sqlite"):
+            raise ValueError(f"the outbox supports PostgreSQL and SQLite, not {self._dialect}")
+        self._claim_all = _claim_statement(self._dialect, shard_filter=False)
+        self._claim_shards = _claim_statement(self._dialect, shard_filter=True)
+        self._backlog = _backlog_statement()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        shard_count: int = DEFAULT_SHARD_COUNT,
+        async_marks: bool = True,
+        check_schema: bool = True,
+        **engine_options: Any,
+    ) -> SqlOutboxStore:
+        """A store with its own engine for ``url`` (closed by :meth:`close`). SQLite gets WAL and a busy
+        timeout. With ``check_schema`` a missing or outdated table raises ``MigrationRequiredError`` now
+        rather than at the first claim."""
+        engine = create_engine(url, **engine_options)
+        if engine.dialect.name == "sqlite":
+            configure_sqlite(engine)
+        store = cls(engine, shard_count=shard_count, async_marks=async_marks, dispose_engine=True)
+        if check_schema:
+            from payment_events.outbox.migrate import check
+
+            try:
+                check(engine)
+            except BaseException:
+                store.close()
+                raise
+        return store
+
+    def close(self) -> None:
+        """Dispose of the engine if this store created it."""
+        if self._dispose_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> SqlOutboxStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _begin(self, operation: str) -> Iterator[Connection]:
+        with translated(operation), self.engine.begin() as conn:
+            yield conn
+
+    # ---------------------------------------------------------------------------------------- the port
+    def claim(self, shards: Collection[int] | None, limit: int, now: datetime) -> list[OutboxRecord]:
+        """Pending rows that may be produced now, in id order, at most ``limit`` (see the port)."""
+        if limit <= 0:
+            return []
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        statement = self._claim_all
+        if shards is not None:
+            owned = sorted(set(shards))
+            if not owned:
+                return []
+            if len(owned) < self.shard_count or owned[0] != 0 or owned[-1] != self.shard_count - 1:
+                statement = self._claim_shards
+                params["shards"] = owned
+        with self._begin("claim") as conn:
+            rows = conn.execute(statement, params).all()
+        return [_record(row) for row in rows]
+
+    def resolve(self, published: Sequence[Published], retries: Sequence[Retry], dead: Sequence[Dead]) -> None:
+        """Record delivery outcomes in one transaction (see the port); a published row never goes back."""
+        if not (published or retries or dead):
+            return
+        now = self._clock()
+        published = sorted(published, key=lambda p: p.id)
+        retries = sorted(retries, key=lambda r: r.id)
+        dead = sorted(dead, key=lambda d: d.id)
+        with self._begin("resolve") as conn:
+            if self._dialect == "postgresql":
+                self._resolve_postgres(conn, now, published, retries, dead)
+            else:
+                self._resolve_sqlite(conn, now, published, retries, dead)
+
+    def _resolve_postgres(
+        self,
+        conn: Connection,
+        now: datetime,
+        published: Sequence[Published],
+        retries: Sequence[Retry],
+        dead: Sequence[Dead],
+    ) -> None:
+        if self.async_marks:
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        for chunk in _chunks(published):
+            conn.execute(
+                _PG_MARK_PUBLISHED,
+                {
+                    "now": now,
+                    "ids": [p.id for p in chunk],
+                    "parts": [p.partition for p in chunk],
+                    "offs": [p.offset for p in chunk],
+                },
+            )
+        for chunk in _chunks(retries):
+            conn.execute(
+                _PG_MARK_RETRY,
+                {
+                    "ids": [r.id for r in chunk],
+                    "ats": [r.next_attempt_at.astimezone(UTC) for r in chunk],
+                    "errs": [truncate_error(r.error) for r in chunk],
+                },
+            )
+        for chunk in _chunks(dead):
+            errors = [truncate_error(d.reason) for d in chunk]
+            conn.execute(_PG_MARK_DEAD, {"ids": [d.id for d in chunk], "errs": errors})
+
+    @staticmethod
+    def _resolve_sqlite(
+        conn: Connection,
+        now: datetime,
+        published: Sequence[Published],
+        retries: Sequence[Retry],
+        dead: Sequence[Dead],
+    ) -> None:
+        if published:
+            conn.execute(
+                _SQLITE_MARK_PUBLISHED,
+                [{"row_id": p.id, "now": now, "part": p.partition, "off": p.offset} for p in published],
+            )
+        if retries:
+            conn.execute(
+                _SQLITE_MARK_RETRY,
+                [{"row_id": r.id, "at": r.next_attempt_at, "err": truncate_error(r.error)} for r in retries],
+            )
+        if dead:
+            conn.execute(_SQLITE_MARK_DEAD, [{"row_id": d.id, "err": truncate_error(d.reason)} for d in dead])
+
+    def backlog(self, now: datetime) -> BacklogStats:
+        """Counts for metrics, alerts and ``outbox status``; each answered by a partial index."""
+        with self._begin("backlog") as conn:
+            row = conn.execute(self._backlog, {"now": now, "minute_ago": now - timedelta(minutes=1)}).one()
+        oldest: datetime | None = row.oldest
+        age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+        return BacklogStats(
+            pending=int(row.pending),
+            in_retry=int(row.in_retry),
+            dead=int(row.dead),
+            oldest_pending_age_seconds=age,
+            published_last_minute=int(row.published_last_minute),
+        )
+
+    def purge_published(self, older_than: datetime, batch_size: int) -> int:
+        """Delete up to ``batch_size`` rows published before ``older_than``; return how many."""
+        if batch_size <= 0:
+            return 0
+        victims = (
+            select(_o.c.id)
+            .where(_o.c.state == PUBLISHED, _o.c.published_at < bindparam("older", type_=UtcDateTime()))
+            .order_by(_o.c.published_at)
+            .limit(batch_size)
+        )
+        if self._dialect == "postgresql":
+            victims = victims.with_for_update(skip_locked=True)  # two purging relays never wait on each other
+        with self._begin("purge") as conn:
+            statement = delete(_o).where(_o.c.id.in_(victims.scalar_subquery()))
+            result = conn.execute(statement, {"older": older_than})
+        return int(result.rowcount)
+
+    # ----------------------------------------------------------------------------- dead-letter admin
+    def list_dead(self, limit: int = 100, event_type: str | None = None) -> list[Any]:
+        """Dead rows, oldest first; see :func:`payment_events.outbox.admin.list_dead`."""
+        from payment_events.outbox import admin
+
+        return list(admin.list_dead(self.engine, limit, event_type=event_type))
+
+    def get(self, row_id: int) -> Any:
+        """One row by id, any state, or ``None``; see :func:`payment_events.outbox.admin.get`."""
+        from payment_events.outbox import admin
+
+        return admin.get(self.engine, row_id)
+
+    def replay(
+        self, ids: Collection[int] | None = None, *, event_type: str | None = None, all_dead: bool = False
+    ) -> int:
+        """Move dead rows back to pending; see :func:`payment_events.outbox.admin.replay`."""
+        from payment_events.outbox import admin
+
+        return admin.replay(self.engine, ids, event_type=event_type, all_dead=all_dead, now=self._clock())
+
+
+def _record(row: Row[Any]) -> OutboxRecord:
+    return OutboxRecord(
+        id=row.id,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        schema_version=row.schema_version,
+        topic=row.topic,
+        key=bytes(row.key),
+        payload=bytes(row.payload),
+        headers=load_headers(row.headers),
+        shard=row.shard,
+        attempts=row.attempts,
+        created_at=row.created_at,
+    )
+
