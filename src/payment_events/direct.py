@@ -9,9 +9,9 @@
    none of these gaps and is the safe default; use this class only where a lost event is acceptable
    or where no database exists, and prefer ``publish_and_wait`` for events that matter.
 
-``publish(event)`` encodes the event, hands it to librdkafka and returns a
-``concurrent.futures.Future`` at once; a background thread serves delivery reports and resolves the
-future with a :class:`DeliveryReceipt` (partition and offset) or fails it with
+``publish(event)`` encodes the event, hands it to librdkafka and returns at once; ``publish_async(event)``
+does the same and returns a ``concurrent.futures.Future``. A background thread serves delivery reports
+and resolves the future with a :class:`DeliveryReceipt` (partition and offset) or fails it with
 :class:`~payment_events.errors.TransientPublishError` /
 :class:`~payment_events.errors.PermanentPublishError`. ``publish_and_wait(event, timeout)`` is the same
 and blocks until the broker acknowledged (the spec's "wait for an acknowledgment" for critical events).
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from payment_events.errors import PermanentPublishError, PublishError, TransientPublishError
+from payment_events.publisher import PublishMethodsMixin
 from payment_events.topics import TopicRouter
 
 if TYPE_CHECKING:
     from payment_events.codec import EncodedEvent
-    from payment_events.events import BaseEvent
+    from payment_events.events import PaymentEvent
 
 log = logging.getLogger("payment_events.direct")
 
@@ -52,10 +53,14 @@ class DeliveryReceipt:
     offset: int
 
 
-class DirectPublisher:
+class DirectPublisher(PublishMethodsMixin):
     """Publishes events to Kafka asynchronously, from memory (see the module warning: it can lose events).
 
-    Thread-safe: ``publish`` may be called from any thread.
+    Implements :class:`~payment_events.publisher.PaymentEventPublisher` (``publish``, ``publish_many``
+    and the eight typed methods). By default ``publish`` only enqueues; with ``wait_for_ack=True`` it
+    returns only after the broker acknowledged (raising a ``PublishError`` otherwise), which is what the
+    port promises for a direct publisher. ``on_error(event_id, error)`` hears about failed deliveries
+    of fire-and-forget publishes (called on the poll thread; keep it short). Thread-safe.
     """
 
     def __init__(
@@ -64,6 +69,9 @@ class DirectPublisher:
         *,
         router: TopicRouter | None = None,
         producer_overrides: Mapping[str, Any] | None = None,
+        wait_for_ack: bool = False,
+        ack_timeout: float = 30.0,
+        on_error: Callable[[str, PublishError], None] | None = None,
         poll_interval: float = 0.05,
         enqueue_timeout: float = 5.0,
     ) -> None:
@@ -73,6 +81,9 @@ class DirectPublisher:
         config = producer_config(bootstrap_servers, producer_overrides)
         config["error_cb"] = self._on_error
         self._producer: Any = Producer(config)
+        self._wait_for_ack = wait_for_ack
+        self._ack_timeout = ack_timeout
+        self._on_failure = on_error
         self._poll_interval = poll_interval
         self._enqueue_timeout = enqueue_timeout
         self._closed = False
@@ -84,16 +95,37 @@ class DirectPublisher:
         self._thread.start()
 
     # ------------------------------------------------------------------ publishing
-    def publish(self, event: BaseEvent) -> Future[DeliveryReceipt]:
+    def publish(self, event: PaymentEvent) -> None:
+        """Enqueue ``event`` and return at once (or, with ``wait_for_ack``, once the broker acknowledged).
+
+        Without ``wait_for_ack`` a failed delivery is logged (``direct.publish_failed``) and passed to
+        ``on_error``; use :meth:`publish_async` or :meth:`publish_and_wait` to see the outcome yourself.
+        """
+        future = self.publish_async(event)
+        if self._wait_for_ack:
+            self._result(future, self._ack_timeout)
+
+    def publish_many(self, events: Iterable[PaymentEvent]) -> None:
+        """Enqueue several events in order (one key's events keep their order on its partition)."""
+        futures = [self.publish_async(event) for event in events]
+        if self._wait_for_ack:
+            deadline = time.monotonic() + self._ack_timeout
+            for future in futures:
+                self._result(future, max(0.0, deadline - time.monotonic()))
+
+    def publish_async(self, event: PaymentEvent) -> Future[DeliveryReceipt]:
         """Encode and enqueue ``event``; return at once with a future of its :class:`DeliveryReceipt`."""
         from payment_events.codec import encode
 
         encoded = encode(event)
         return self.publish_encoded(encoded, self._router.topic_for(encoded.event_type))
 
-    def publish_and_wait(self, event: BaseEvent, timeout: float = 30.0) -> DeliveryReceipt:
+    def publish_and_wait(self, event: PaymentEvent, timeout: float = 30.0) -> DeliveryReceipt:
         """Publish ``event`` and block until the broker acknowledged it (or raise a ``PublishError``)."""
-        future = self.publish(event)
+        return self._result(self.publish_async(event), timeout)
+
+    @staticmethod
+    def _result(future: Future[DeliveryReceipt], timeout: float) -> DeliveryReceipt:
         try:
             return future.result(timeout=timeout)
         except TimeoutError:
@@ -119,7 +151,7 @@ class DirectPublisher:
             if err is None:
                 future.set_result(DeliveryReceipt(event_id, target, msg.partition(), msg.offset()))
             else:
-                future.set_exception(_publish_error(err, event_id, target))
+                self._fail(future, _publish_error(err, event_id, target), event_id)
 
         deadline = time.monotonic() + self._enqueue_timeout
         while True:
@@ -135,11 +167,19 @@ class DirectPublisher:
                     ) from None
                 time.sleep(0.01)
             except KafkaException as exc:  # refused at once, e.g. larger than message.max.bytes
-                future.set_exception(_publish_error(exc.args[0], event_id, target))
+                self._fail(future, _publish_error(exc.args[0], event_id, target), event_id)
                 return future
             except (TypeError, ValueError) as exc:
-                future.set_exception(_publish_error(exc, event_id, target))
+                self._fail(future, _publish_error(exc, event_id, target), event_id)
                 return future
+
+    def _fail(self, future: Future[DeliveryReceipt], error: PublishError, event_id: str) -> None:
+        future.set_exception(error)
+        if self._on_failure is not None:
+            try:
+                self._on_failure(event_id, error)
+            except Exception:  # a failing callback must not break the poll thread
+                log.exception("on_error callback failed", extra={"event": "direct.on_error_failed"})
 
     # ------------------------------------------------------------------ lifecycle
     def flush(self, timeout: float = 30.0) -> int:
