@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -66,7 +66,8 @@ class Relay:
     """Publishes pending outbox rows to Kafka; see the module docstring for the cycle.
 
     ``leases`` is ``None`` for a single relay over every shard (SQLite). ``waker`` defaults to plain
-    polling. ``clock`` and ``rand`` exist for tests.
+    polling. ``closers`` run after shutdown (close the store's engine, the lease connection). ``clock``
+    and ``rand`` exist for tests.
     """
 
     def __init__(
@@ -80,8 +81,11 @@ class Relay:
         waker: Waker | None = None,
         clock: Callable[[], datetime] = utc_now,
         rand: Callable[[], float] = random.random,
+        closers: Sequence[Callable[[], object]] = (),
     ) -> None:
         self.config = config or RelayConfig()
+        self._closers = list(closers)
+        self._closed = False
         self._store = store
         self._producer = producer
         self._leases = leases
@@ -345,15 +349,28 @@ class Relay:
 
     def _shutdown(self) -> None:
         log.info("relay stopping", extra={"event": "relay.stopping"})
-        try:
-            self._producer.close(self.config.delivery_timeout_seconds)
-        finally:
-            try:
-                if self._leases is not None:
-                    self._leases.release_all()
-            finally:
-                self._waker.close()
+        self.close()
         log.info("relay stopped", extra={"event": "relay.stopped"})
+
+    def close(self) -> None:
+        """Close the producer (bounded flush), release shards, close the waker and run the closers.
+
+        ``run`` does this on its way out; call it yourself only for a relay you never ran. Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        steps: list[Callable[[], object]] = [
+            lambda: self._producer.close(self.config.delivery_timeout_seconds),
+            *([self._leases.release_all] if self._leases is not None else []),
+            self._waker.close,
+            *self._closers,
+        ]
+        for step in steps:
+            try:
+                step()
+            except Exception:  # every resource gets its chance to close
+                log.exception("closing a relay resource failed", extra={"event": "relay.close_failed"})
 
 
 def _dlq_message(topic: str, record: OutboxRecord, code: str, reason: str) -> OutgoingMessage:
