@@ -8,9 +8,9 @@ value, so they are safe to log.
 What counts as a card number: 13 to 19 digits that pass the Luhn check, written contiguously or in groups
 separated by single spaces or dashes (``4111 1111 1111 1111``, ``4111-1111-1111-1111``), anywhere in the
 string (``"pm_4111111111111111"`` is refused too). Every run of whole groups is checked, so a card number
-followed by more digits in groups is still found. A string that is exactly a canonical UUID is not
-scanned: its shape says what it is, and scanning its digit groups would refuse about one random UUID in
-100,000. Consequence for producers: identifiers must not contain 13-19 digit Luhn-valid numbers, even
+followed by more digits in groups is still found. A string that is exactly a canonical UUID or a W3C
+traceparent is not scanned: its shape says what it is, and scanning its hex digit groups would refuse
+about one random UUID in 100,000. Consequence for producers: identifiers must not contain 13-19 digit Luhn-valid numbers, even
 behind a prefix (``ord_4111111111111111`` is refused): use UUIDs or ids that are not card-shaped.
 """
 
@@ -38,7 +38,12 @@ _MIN_PAN, _MAX_PAN = 13, 19
 # A run of digits in which single spaces or dashes may separate groups.
 _DIGIT_RUN = re.compile(r"\d(?:[ \-]?\d)*")
 _SEPARATOR = re.compile(r"[ \-]")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# Machine formats whose shape says what they are: a canonical UUID or a W3C traceparent is not scanned
+# for card numbers (random hex digit groups would look like one now and then).
+_STRUCTURED = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}"
+)
 _CVV = re.compile(
     r"(?i)\b(?:cvv2?|cvc2?|cvn|csc|cav2|card\s+(?:security|verification)\s+(?:code|value)|security\s+code)"
     r"\b\W{0,3}\d{3,4}\b"
@@ -111,7 +116,7 @@ def _run_has_card(run: str) -> bool:
 
 def contains_card_number(text: str) -> bool:
     """Whether ``text`` contains a Luhn-valid 13-19 digit number, plain or grouped by spaces/dashes."""
-    if _UUID.fullmatch(text):
+    if _STRUCTURED.fullmatch(text):
         return False
     for match in _DIGIT_RUN.finditer(text):
         run = match.group()

@@ -72,7 +72,11 @@ def _to_utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         msg = "naive datetime: pass a timezone-aware UTC datetime, e.g. datetime.now(UTC) or '...Z'"
         raise ValueError(msg)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        msg = "timestamp out of range: it cannot be expressed in UTC"
+        raise ValueError(msg) from None
 
 
 #: A timezone-aware instant, normalised to UTC; naive datetimes and numbers are refused.
@@ -136,7 +140,12 @@ def _envelope_required(schema: JsonDict, cls: type[Any]) -> None:
 def _problem_lines(exc: ValidationError) -> tuple[str, ...]:
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
-        location = ".".join(str(part) for part in error["loc"]) or "(event)"
+        parts = [str(part) for part in error["loc"]]
+        # Name fields as on the wire (camelCase) whichever way they were given; an unknown field keeps
+        # the name it was given.
+        known = parts if error["type"] != "extra_forbidden" else parts[:-1]
+        parts = [to_camel(part) if "_" in part else part for part in known] + parts[len(known) :]
+        location = ".".join(parts) or "(event)"
         lines.append(f"{location}: {error['msg']}")
     return tuple(lines)
 

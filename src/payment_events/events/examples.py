@@ -7,7 +7,7 @@ true by construction) and by tests that need a valid event to start from.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from payment_events.events.base import BaseEvent
@@ -23,6 +23,8 @@ from payment_events.events.payments import (
 from payment_events.events.refunds import RefundFailed, RefundProcessed
 
 __all__ = ["example_event", "example_fields"]
+
+EventT = TypeVar("EventT", bound=BaseEvent)
 
 _AT = datetime(2026, 1, 31, 12, 0, 0, 123456, tzinfo=UTC)
 _ENVELOPE: dict[str, Any] = {
@@ -109,6 +111,6 @@ def example_fields(model: type[BaseEvent]) -> dict[str, Any]:
     return {**_ENVELOPE, **_FIELDS[model]}
 
 
-def example_event(model: type[BaseEvent]) -> BaseEvent:
+def example_event(model: type[EventT]) -> EventT:
     """A valid, deterministic instance of ``model`` (same arguments every time)."""
     return model(**example_fields(model))
