@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from payment_events.outbox import admin
 from payment_events.outbox.dberrors import translated
 from payment_events.outbox.headers import load_headers
 from payment_events.outbox.leases import AllShards, PostgresShardLeases
@@ -400,24 +401,18 @@ class SqlOutboxStore:
         return int(result.rowcount)
 
     # ----------------------------------------------------------------------------- dead-letter admin
-    def list_dead(self, limit: int = 100, event_type: str | None = None) -> list[Any]:
+    def list_dead(self, limit: int = 100, event_type: str | None = None) -> list[admin.DeadLetter]:
         """Dead rows, oldest first; see :func:`payment_events.outbox.admin.list_dead`."""
-        from payment_events.outbox import admin
+        return admin.list_dead(self.engine, limit, event_type=event_type)
 
-        return list(admin.list_dead(self.engine, limit, event_type=event_type))
-
-    def get(self, row_id: int) -> Any:
+    def get(self, row_id: int) -> admin.OutboxRow | None:
         """One row by id, any state, or ``None``; see :func:`payment_events.outbox.admin.get`."""
-        from payment_events.outbox import admin
-
         return admin.get(self.engine, row_id)
 
     def replay(
         self, ids: Collection[int] | None = None, *, event_type: str | None = None, all_dead: bool = False
     ) -> int:
         """Move dead rows back to pending; see :func:`payment_events.outbox.admin.replay`."""
-        from payment_events.outbox import admin
-
         return admin.replay(self.engine, ids, event_type=event_type, all_dead=all_dead, now=self._clock())
 
 
