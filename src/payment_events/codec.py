@@ -114,8 +114,15 @@ def _header_dict(headers: Headers) -> dict[str, bytes]:
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     result = {}
     for name, raw in pairs:
-        if raw is not None:
-            result[name] = raw.encode() if isinstance(raw, str) else bytes(raw)
+        if raw is None:
+            continue
+        if isinstance(raw, str):
+            result[name] = raw.encode()
+        elif isinstance(raw, bytes | bytearray | memoryview):
+            result[name] = bytes(raw)
+        else:
+            msg = f"header {name!r} is a {type(raw).__name__}"
+            raise TypeError(msg)
     return result
 
 
