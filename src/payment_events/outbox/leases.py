@@ -49,7 +49,7 @@ _HELD = text(
     " AND classid = CAST(:ns AS bigint)::oid"
     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
-_TRY_MEMBER = text("SELECT pg_try_advisory_lock(:ns, :base + pg_backend_pid())")
+_TRY_MEMBER = text("SELECT pg_try_advisory_lock(:ns, :base + pg_backend_pid()), pg_backend_pid()")
 _TRY_SHARDS = text(
     "SELECT s FROM unnest(CAST(:shards AS INTEGER[])) AS s WHERE pg_try_advisory_lock(:ns, s)"
 ).bindparams(bindparam("shards"))
@@ -104,6 +104,7 @@ class PostgresShardLeases:
         self._conn: Connection | None = None
         self._owned: frozenset[int] = frozenset()
         self._members = 0
+        self._pid: int | None = None
 
     @property
     def owned(self) -> frozenset[int]:
@@ -114,6 +115,11 @@ class PostgresShardLeases:
     def members(self) -> int:
         """How many relay instances (lock connections) were counted at the last refresh."""
         return self._members
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The PostgreSQL backend pid of the lock connection (``None`` while disconnected)."""
+        return self._pid if self._conn is not None else None
 
     def refresh(self) -> frozenset[int]:
         """Rebalance towards the fair share and return the shards owned now (empty if the lock
@@ -154,13 +160,15 @@ class PostgresShardLeases:
     def _connect(self) -> None:
         conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
-            if not conn.execute(_TRY_MEMBER, {"ns": self.namespace, "base": MEMBER_BASE}).scalar_one():
+            locked, pid = conn.execute(_TRY_MEMBER, {"ns": self.namespace, "base": MEMBER_BASE}).one()
+            if not locked:
                 # Cannot happen (the backend pid is unique), but never run without being counted.
                 raise RuntimeError("member lock is already held by this backend")
         except BaseException:
             conn.close()
             raise
         self._conn = conn
+        self._pid = int(pid)
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
