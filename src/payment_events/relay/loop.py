@@ -109,6 +109,11 @@ class Relay:
         self._stopping = True
 
     @property
+    def shards(self) -> frozenset[int] | None:
+        """The shards this instance owned at its last lease refresh (``None``: all, no leases)."""
+        return self._shards
+
+    @property
     def stopping(self) -> bool:
         """True once :meth:`stop` was called."""
         return self._stopping
