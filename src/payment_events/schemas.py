@@ -212,18 +212,32 @@ class _Comparison:
             self.compare_node(old_main[0], new_main[0], path)
 
     def compare_node(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
+        self.compare_values(old, new, path)
+        self.compare_limits(old, new, path)
+        if "object" in self.types_of(old) or "properties" in old:
+            self.compare_object(old, new, path)
+        if "items" in old and "items" in new:
+            self.compare(old["items"], new["items"], f"{path}[]")
+
+    def compare_values(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
         name = path or "(event)"
-        if "const" in old and path != "schemaVersion" and new.get("const", old["const"]) != old["const"]:
-            self.report(path, "const-changed", f"field {name!r} changed its constant value")
         old_values = old.get("enum", [old["const"]] if "const" in old else None)
         new_values = new.get("enum", [new["const"]] if "const" in new else None)
-        if old_values is not None and new_values is not None and path != "schemaVersion":
+        if path == "schemaVersion":
+            pass  # bumping it is the point of a new version
+        elif "enum" not in old and "enum" not in new and "const" in old:
+            if new.get("const", old["const"]) != old["const"]:
+                self.report(path, "const-changed", f"field {name!r} changed its constant value")
+        elif old_values is not None and new_values is not None:
             removed = [value for value in old_values if value not in new_values]
             if removed:
                 shown = ", ".join(repr(value) for value in removed)
                 self.report(path, "enum-narrowed", f"field {name!r} no longer allows {shown}")
         elif old_values is None and new_values is not None:
             self.report(path, "enum-narrowed", f"field {name!r} is now restricted to a list of values")
+
+    def compare_limits(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
+        name = path or "(event)"
         for keyword in _TIGHTER_IF_SMALLER:
             if keyword in new and (keyword not in old or new[keyword] < old[keyword]):
                 was = old.get(keyword, "none")
@@ -237,10 +251,6 @@ class _Comparison:
         for keyword in ("pattern", "format"):
             if keyword in new and new.get(keyword) != old.get(keyword):
                 self.report(path, f"{keyword}-changed", f"field {name!r} has a different {keyword}")
-        if "object" in self.types_of(old) or "properties" in old:
-            self.compare_object(old, new, path)
-        if "items" in old and "items" in new:
-            self.compare(old["items"], new["items"], f"{path}[]")
 
     def compare_object(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
         prefix = f"{path}." if path else ""
