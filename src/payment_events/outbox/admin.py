@@ -27,8 +27,8 @@ from sqlalchemy.engine import Engine, Row
 
 from payment_events.outbox.dberrors import translated
 from payment_events.outbox.headers import load_headers
-from payment_events.outbox.ports import DEAD, PENDING
-from payment_events.outbox.table import outbox_table
+from payment_events.outbox.ports import PENDING
+from payment_events.outbox.table import IS_DEAD, outbox_table
 
 _o = outbox_table
 
@@ -72,7 +72,7 @@ class OutboxRow:
 def _dead_query(limit: int, event_type: str | None) -> Select[Any]:
     query = select(
         _o.c.id, _o.c.event_id, _o.c.event_type, _o.c.key, _o.c.attempts, _o.c.last_error, _o.c.created_at
-    ).where(_o.c.state == DEAD)
+    ).where(IS_DEAD)
     if event_type is not None:
         query = query.where(_o.c.event_type == event_type)
     return query.order_by(_o.c.id).limit(limit)
@@ -146,7 +146,7 @@ def replay(
         raise ValueError("replay needs exactly one of: ids, event_type, all_dead=True")
     statement = (
         update(_o)
-        .where(_o.c.state == DEAD)
+        .where(IS_DEAD)
         .values(state=PENDING, attempts=0, next_attempt_at=now or datetime.now(UTC))
     )
     if ids is not None:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    literal_column,
     or_,
     select,
     text,
@@ -46,7 +47,6 @@ from payment_events.outbox.headers import load_headers
 from payment_events.outbox.leases import AllShards, PostgresShardLeases
 from payment_events.outbox.ports import (
     DEAD,
-    PENDING,
     PUBLISHED,
     BacklogStats,
     Dead,
@@ -54,7 +54,16 @@ from payment_events.outbox.ports import (
     Published,
     Retry,
 )
-from payment_events.outbox.table import LAST_ERROR_MAX_CHARS, UtcDateTime, outbox_table
+from payment_events.outbox.table import (
+    HAS_FAILED,
+    IS_DEAD,
+    IS_PENDING,
+    IS_PUBLISHED,
+    LAST_ERROR_MAX_CHARS,
+    NEVER_FAILED,
+    UtcDateTime,
+    outbox_table,
+)
 from payment_events.sharding import DEFAULT_SHARD_COUNT, validate_shard_count
 
 __all__ = ["AllShards", "PostgresShardLeases", "SqlOutboxStore", "configure_sqlite", "truncate_error"]
@@ -110,15 +119,15 @@ def _claim_statement(dialect: str, shard_filter: bool) -> Select[Any]:
     """The claim query: pending, due, in the owned shards, no earlier row of the key in backoff."""
     now = bindparam("now", type_=UtcDateTime())
     head_in_backoff = exists().where(
-        _p.c.state == PENDING,
-        _p.c.attempts > 0,
+        _p.c.state == literal_column("'pending'"),
+        _p.c.attempts > literal_column("0"),
         _p.c.key == _o.c.key,
         _p.c.id < _o.c.id,
         _p.c.next_attempt_at > now,
     )
     conditions = [
-        _o.c.state == PENDING,
-        or_(_o.c.attempts == 0, _o.c.next_attempt_at <= now),
+        IS_PENDING,
+        or_(NEVER_FAILED, _o.c.next_attempt_at <= now),
         ~head_in_backoff,
     ]
     if shard_filter:
@@ -153,7 +162,7 @@ _PG_MARK_DEAD = text(
 
 _SQLITE_MARK_PUBLISHED = (
     update(_o)
-    .where(_o.c.id == bindparam("row_id"), _o.c.state != PUBLISHED)
+    .where(_o.c.id == bindparam("row_id"), _o.c.state != literal_column("'published'"))
     .values(
         state=PUBLISHED,
         published_at=bindparam("now", type_=UtcDateTime()),
@@ -163,7 +172,7 @@ _SQLITE_MARK_PUBLISHED = (
 )
 _SQLITE_MARK_RETRY = (
     update(_o)
-    .where(_o.c.id == bindparam("row_id"), _o.c.state == PENDING)
+    .where(_o.c.id == bindparam("row_id"), IS_PENDING)
     .values(
         attempts=_o.c.attempts + 1,
         next_attempt_at=bindparam("at", type_=UtcDateTime()),
@@ -172,7 +181,7 @@ _SQLITE_MARK_RETRY = (
 )
 _SQLITE_MARK_DEAD = (
     update(_o)
-    .where(_o.c.id == bindparam("row_id"), _o.c.state == PENDING)
+    .where(_o.c.id == bindparam("row_id"), IS_PENDING)
     .values(state=DEAD, attempts=_o.c.attempts + 1, last_error=bindparam("err"))
 )
 
@@ -182,22 +191,22 @@ def _backlog_statement() -> Select[Any]:
     minute_ago = bindparam("minute_ago", type_=UtcDateTime())
     count = func.count()
     return select(
-        select(count).select_from(_o).where(_o.c.state == PENDING).scalar_subquery().label("pending"),
+        select(count).select_from(_o).where(IS_PENDING).scalar_subquery().label("pending"),
         select(count)
         .select_from(_o)
-        .where(_o.c.state == PENDING, _o.c.attempts > 0, _o.c.next_attempt_at > now)
+        .where(IS_PENDING, HAS_FAILED, _o.c.next_attempt_at > now)
         .scalar_subquery()
         .label("in_retry"),
-        select(count).select_from(_o).where(_o.c.state == DEAD).scalar_subquery().label("dead"),
+        select(count).select_from(_o).where(IS_DEAD).scalar_subquery().label("dead"),
         select(_o.c.created_at)
-        .where(_o.c.state == PENDING)
+        .where(IS_PENDING)
         .order_by(_o.c.id)
         .limit(1)
         .scalar_subquery()
         .label("oldest"),
         select(count)
         .select_from(_o)
-        .where(_o.c.state == PUBLISHED, _o.c.published_at >= minute_ago)
+        .where(IS_PUBLISHED, _o.c.published_at >= minute_ago)
         .scalar_subquery()
         .label("published_last_minute"),
     )
@@ -389,7 +398,7 @@ class SqlOutboxStore:
             return 0
         victims = (
             select(_o.c.id)
-            .where(_o.c.state == PUBLISHED, _o.c.published_at < bindparam("older", type_=UtcDateTime()))
+            .where(IS_PUBLISHED, _o.c.published_at < bindparam("older", type_=UtcDateTime()))
             .order_by(_o.c.published_at)
             .limit(batch_size)
         )

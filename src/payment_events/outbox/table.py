@@ -48,6 +48,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -142,3 +143,12 @@ Index(
     postgresql_where=text("state = 'dead'"),
     sqlite_where=text("state = 'dead'"),
 )
+
+# Predicates as SQL literals, never bound parameters: PostgreSQL can only use a partial index when it
+# can prove the query implies the index's WHERE clause, which a generic (prepared) plan cannot do for
+# ``state = $1``. psycopg prepares statements that run often, so every state test is rendered inline.
+IS_PENDING = outbox_table.c.state == literal_column("'pending'")
+IS_PUBLISHED = outbox_table.c.state == literal_column("'published'")
+IS_DEAD = outbox_table.c.state == literal_column("'dead'")
+HAS_FAILED = outbox_table.c.attempts > literal_column("0")
+NEVER_FAILED = outbox_table.c.attempts == literal_column("0")
