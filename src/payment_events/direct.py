@@ -80,6 +80,7 @@ class DirectPublisher(PublishMethodsMixin):
         self._router = router or TopicRouter()
         config = producer_config(bootstrap_servers, producer_overrides)
         config["error_cb"] = self._on_error
+        config.setdefault("logger", logging.getLogger("payment_events.direct.librdkafka"))
         self._producer: Any = Producer(config)
         self._wait_for_ack = wait_for_ack
         self._ack_timeout = ack_timeout

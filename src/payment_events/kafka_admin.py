@@ -51,7 +51,9 @@ def ensure_topics(
 
     names = [validate_topic_name(t) for t in dict.fromkeys(topics)]
     _check_numbers(partitions, replication_factor, min_insync_replicas)
-    admin = AdminClient(dict(admin_config))
+    client_log = logging.getLogger("payment_events.kafka_admin.librdkafka")
+    client_config: dict[str, Any] = {"logger": client_log, **admin_config}
+    admin = AdminClient(client_config)
     existing = _partition_counts(admin, timeout)
     missing = [n for n in names if n not in existing]
     if missing and not create:

@@ -31,6 +31,8 @@ from payment_events.relay.decisions import Delivered, DeliveryError, Outcome
 from payment_events.relay.ports import Producible
 
 log = logging.getLogger("payment_events.relay.kafka")
+client_log = logging.getLogger("payment_events.relay.librdkafka")
+"""librdkafka's own log lines (connection failures and the like), served from ``poll()``."""
 
 DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
     "enable.idempotence": True,
@@ -106,6 +108,7 @@ class KafkaBatchProducer:
     def _new_producer(self) -> Any:
         config = dict(self._config)
         config["error_cb"] = self._on_error
+        config.setdefault("logger", client_log)  # librdkafka's own log lines go through logging, not stderr
         return self._factory(config)
 
     def _on_error(self, error: KafkaError) -> None:
