@@ -605,6 +605,42 @@ def schemas_check(ctx: click.Context, /, directory: str, as_json: bool) -> None:
         ctx.exit(EXIT_FAILURE)
 
 
+# -- demo -----------------------------------------------------------------------------------------
+
+
+@cli.command("demo")
+@click.option(
+    "--payments", default=200, show_default=True, type=click.IntRange(1, 1_000_000), help="Payments to run."
+)
+@click.option("--seed", default=7, show_default=True, type=int, help="Seed of the outcome mix.")
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    help="Seconds to wait for the last events after writing.",
+)
+@settings_options("database", "kafka", "topics", "relay")
+@click.pass_context
+def demo_command(ctx: click.Context, /, payments: int, seed: int, timeout: float, **params: object) -> None:
+    """The main job in one command: a payment service -> outbox -> relay -> Kafka -> consumer, tallied.
+
+    Uses the embedded SQLite outbox and the local broker (`scripts/services up`) by default. Exits 0 when
+    every committed event was read back from Kafka in per-key order, 1 otherwise.
+    """
+    import os
+
+    state = ctx.find_object(CliState)
+    quiet = state is not None and "log_level" not in state.overrides
+    if state is not None and quiet and not os.environ.get(cfg.env_var("log_level")):
+        state.overrides["log_level"] = "WARNING"  # the demo's own output is the progress and the table
+    settings = load(ctx, params)
+    from payment_events.demo import run_demo
+
+    report = run_demo(settings, payments=payments, seed=seed, timeout=timeout)
+    ctx.exit(EXIT_OK if report.ok else EXIT_FAILURE)
+
+
 # -- entry point ------------------------------------------------------------------------------------
 
 
@@ -627,4 +663,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 -- one clear line instead of a traceback (DEBUG logs it)
+        from payment_events.logs import get_logger, redact_text
+
+        get_logger("payment_events.cli").debug("cli.unexpected_error", exc_info=True)
+        click.echo(f"error: unexpected {type(exc).__name__}: {redact_text(str(exc))[:500]}", err=True)
+        sys.exit(EXIT_FAILURE)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
