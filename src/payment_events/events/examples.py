@@ -6,6 +6,7 @@ true by construction) and by tests that need a valid event to start from.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -22,7 +23,7 @@ from payment_events.events.payments import (
 )
 from payment_events.events.refunds import RefundFailed, RefundProcessed
 
-__all__ = ["example_event", "example_fields"]
+__all__ = ["example_event", "example_fields", "example_payload"]
 
 EventT = TypeVar("EventT", bound=BaseEvent)
 
@@ -114,3 +115,10 @@ def example_fields(model: type[BaseEvent]) -> dict[str, Any]:
 def example_event(model: type[EventT]) -> EventT:
     """A valid, deterministic instance of ``model`` (same arguments every time)."""
     return model(**example_fields(model))
+
+
+def example_payload(model: type[BaseEvent]) -> str:
+    """The Kafka value of ``model``'s example, pretty-printed (sorted keys, 2-space indent) for docs."""
+    from payment_events.codec import encode  # the codec imports the events package: import late
+
+    return json.dumps(json.loads(encode(example_event(model)).value), indent=2, ensure_ascii=False)
