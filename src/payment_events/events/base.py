@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 from uuid import UUID
 
 from pydantic import (
@@ -202,14 +203,39 @@ def _model_in(annotation: object) -> type[BaseModel] | None:
     return None
 
 
+def _is_closed_choice(annotation: object) -> bool:
+    """Whether every value a field accepts is a fixed literal (nothing free-form to scan)."""
+    if get_origin(annotation) is Literal:
+        return True
+    args = [arg for arg in get_args(annotation) if arg is not type(None)]
+    return bool(args) and get_origin(annotation) in (Union, UnionType) and all(map(_is_closed_choice, args))
+
+
+_scan_plans: dict[type[BaseModel], tuple[tuple[str, str], ...]] = {}
+
+
+def _scan_plan(model: type[BaseModel]) -> tuple[tuple[str, str], ...]:
+    """(python name, wire name) of the fields of ``model`` that may hold free-form strings or models."""
+    plan = _scan_plans.get(model)
+    if plan is None:
+        plan = tuple(
+            (name, info.alias or name)
+            for name, info in model.model_fields.items()
+            if not _is_closed_choice(info.annotation)
+        )
+        _scan_plans[model] = plan
+    return plan
+
+
 def _scan_fields(path: str, model: BaseModel) -> None:
-    fields = type(model).model_fields
-    for name, value in model.__dict__.items():
+    values = model.__dict__
+    for name, wire_name in _scan_plan(type(model)):
+        value = values[name]
         if isinstance(value, str):
             if might_be_sensitive(value):
-                check_text(path + (fields[name].alias or name), value)
+                check_text(path + wire_name, value)
         elif isinstance(value, BaseModel):
-            _scan_fields(f"{path}{fields[name].alias or name}.", value)
+            _scan_fields(f"{path}{wire_name}.", value)
 
 
 class ContractModel(BaseModel):
