@@ -129,6 +129,8 @@ Currency = Annotated[
             "KWD/BHD/JOD/OMR/TND/IQD/LYD."
         ),
         examples=["EUR"],
+        # In the JSON Schema only: the model's own check gives a better message ("unknown currency").
+        json_schema_extra={"pattern": "^[A-Z]{3}$"},
     ),
     AfterValidator(_check_currency),
 ]

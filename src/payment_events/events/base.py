@@ -35,6 +35,7 @@ from payment_events.privacy import check_text, might_be_sensitive
 __all__ = [
     "DEFAULT_SOURCE",
     "ENVELOPE_FIELDS",
+    "UUID7_PATTERN",
     "BaseEvent",
     "Code",
     "ContractModel",
@@ -58,6 +59,8 @@ ENVELOPE_FIELDS = (
     "correlationId",
     "traceparent",
 )
+#: What a UUIDv7 looks like in text (lower case, as the codec writes it); documented in the JSON Schema.
+UUID7_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 _ALWAYS_PRESENT = ("eventId", "eventType", "schemaVersion", "eventTimestamp", "source")
 
 
@@ -284,7 +287,9 @@ class BaseEvent(ContractModel):
     SCHEMA_VERSION: ClassVar[int]
     PARTITION_KEY_FIELD: ClassVar[str]
 
-    event_id: Annotated[UUID, AfterValidator(_check_uuid7)] = Field(default_factory=uuid7)
+    event_id: Annotated[UUID, AfterValidator(_check_uuid7)] = Field(
+        default_factory=uuid7, json_schema_extra={"pattern": UUID7_PATTERN}
+    )
     """Unique id of this event, a UUIDv7 (time-ordered). Consumers deduplicate on it: a redelivered
     event has the same eventId."""
 
