@@ -232,9 +232,11 @@ class RelayProcess:
         self.kills = 0
         self.unexpected_exits: list[int] = []
 
-    def start(self) -> None:
-        """Start (or restart) the relay process."""
+    def start(self, *, wait: bool = False, timeout: float = 60.0) -> None:
+        """Start (or restart) the relay process; with ``wait``, return once it owns its shards."""
         self._check_exit()
+        marker = '"relay.shards"'
+        seen = self._log_text().count(marker)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
@@ -253,6 +255,17 @@ class RelayProcess:
                 stdin=subprocess.DEVNULL,
             )
         self.starts += 1
+        deadline = time.monotonic() + timeout
+        while wait and self._log_text().count(marker) <= seen:
+            if time.monotonic() > deadline or not self.alive:
+                raise RuntimeError(f"relay {self.name} did not start; see {self.log_path}")
+            time.sleep(0.1)
+
+    def _log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def _check_exit(self) -> None:
         if self._proc is not None and self._proc.poll() is not None:
@@ -289,10 +302,7 @@ class RelayProcess:
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the relay's log (for a failing scenario's report)."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return "\n".join(self._log_text().splitlines()[-lines:])
 
 
 # ---------------------------------------------------------------------------------------- progress

@@ -48,7 +48,7 @@ def broker_kill(scale: Scale, broker: ThrowawayBroker) -> ScenarioResult:
         relay = RelayProcess("relay-brokerkill", url, bootstrap, relay_options(dlq))
         writers = Writers(url, topic, total=scale.broker_events, rate=scale.broker_rate, writers=4)
         with ProgressWatch(bootstrap, topic) as watch:
-            relay.start()
+            relay.start(wait=True)
             writers.start()
             duration = scale.broker_events / scale.broker_rate
             time.sleep(duration / 3)
@@ -84,7 +84,7 @@ def network_faults(scale: Scale, proxy: FaultProxy, broker: ThrowawayBroker) -> 
         writers = Writers(url, topic, total=scale.network_events, rate=scale.network_rate, writers=3)
         resets = 0
         with ProgressWatch(bootstrap, topic) as watch:
-            relay.start()
+            relay.start(wait=True)
             writers.start()
             time.sleep(3)
             proxy.set_latency(0.3)
@@ -139,7 +139,7 @@ def leader_failover(scale: Scale) -> ScenarioResult:
         relay = RelayProcess("relay-failover", url, bootstrap, relay_options(dlq))
         writers = Writers(url, topic, total=scale.failover_events, rate=scale.failover_rate, writers=4)
         with ProgressWatch(bootstrap, topic) as watch:
-            relay.start()
+            relay.start(wait=True)
             writers.start()
             duration = scale.failover_events / scale.failover_rate
             for _ in range(scale.failover_kills):
