@@ -299,3 +299,14 @@ def test_occurred_at_is_utc() -> None:
     """occurred_at is the event timestamp, timezone-aware UTC."""
     encoded = encode(example_event(PaymentSucceeded))
     assert encoded.occurred_at == datetime(2026, 1, 31, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_payment_failed_upcaster_leaves_its_input_alone() -> None:
+    """The v1 -> v2 upcaster returns a new object with schemaVersion 2 and retryable null."""
+    from payment_events.upcasting import payment_failed_v1_to_v2
+
+    old = wire(PaymentFailedV1)
+    before = dict(old)
+    new = payment_failed_v1_to_v2(old)
+    assert old == before
+    assert new == {**before, "schemaVersion": 2, "retryable": None}

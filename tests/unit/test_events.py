@@ -360,3 +360,12 @@ def test_envelope_fields_can_be_set() -> None:
     assert event.source == "checkout-api"
     assert event.correlation_id == "saga:42"
     assert event.traceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_model_validate_does_not_echo_a_card_number_used_as_a_field_name() -> None:
+    """Even pydantic's own error from model_validate does not contain a card number given as a key."""
+    data = {**example_event(PaymentSucceeded).model_dump(), f"x{CARD}": 1}
+    with pytest.raises(ValidationError) as caught:
+        PaymentSucceeded.model_validate(data)
+    assert "(a field name)" in str(caught.value)
+    assert CARD not in str(caught.value)

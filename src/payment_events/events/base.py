@@ -230,6 +230,20 @@ def _scan_plan(model: type[BaseModel]) -> tuple[tuple[str, str], ...]:
     return plan
 
 
+_known_name_sets: dict[type[BaseModel], frozenset[str]] = {}
+
+
+def _known_names(model: type[BaseModel]) -> frozenset[str]:
+    """Python and wire names of ``model``'s fields."""
+    names = _known_name_sets.get(model)
+    if names is None:
+        names = frozenset(model.model_fields) | {
+            info.alias for info in model.model_fields.values() if info.alias is not None
+        }
+        _known_name_sets[model] = names
+    return names
+
+
 def _scan_fields(path: str, model: BaseModel) -> None:
     values = model.__dict__
     for name, wire_name in _scan_plan(type(model)):
@@ -339,6 +353,17 @@ class BaseEvent(ContractModel):
         if cls.PARTITION_KEY_FIELD not in fields:
             msg = f"{cls.__name__}: PARTITION_KEY_FIELD names no field"
             raise TypeError(msg)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_sensitive_field_names(cls, data: Any) -> Any:
+        # pydantic names unknown fields in its errors ("<name>: Extra inputs are not permitted"), so a
+        # card number used as a field name would be echoed: refuse it first.
+        if isinstance(data, dict):
+            for key in data.keys() - _known_names(cls):
+                if isinstance(key, str) and might_be_sensitive(key):
+                    check_text("(a field name)", key)
+        return data
 
     @model_validator(mode="after")
     def _refuse_sensitive_strings(self) -> BaseEvent:
