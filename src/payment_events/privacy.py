@@ -13,6 +13,11 @@ traceparent is not scanned: its shape says what it is, and scanning its hex digi
 about one random UUID in 100,000. Consequence for producers: identifiers must not contain 13-19 digit
 Luhn-valid numbers, even behind a prefix (``ord_4111111111111111`` is refused): use UUIDs or ids that are
 not card-shaped.
+
+Known limit: a card number glued to further digits with no separator (``"004111111111111111"``, 18 digits
+that fail Luhn as a whole) is not found. Checking every 13-19 digit window of longer digit strings would
+refuse almost every long numeric id (each window passes Luhn one time in ten), so a run of contiguous
+digits is judged as a whole; separated groups are checked in every span.
 """
 
 from __future__ import annotations

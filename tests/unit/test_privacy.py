@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from payment_events.errors import SensitiveDataError
 from payment_events.privacy import (
@@ -155,3 +159,34 @@ def test_urls_carrying_secrets_are_refused(url: str) -> None:
     assert "redirectUrl" in str(caught.value)
     assert "hunter2" not in str(caught.value)
     assert "abc" not in str(caught.value)
+
+
+def _with_check_digit(body: str) -> str:
+    """``body`` plus the digit that makes it Luhn-valid."""
+    return next(body + d for d in "0123456789" if luhn_valid(body + d))
+
+
+@st.composite
+def hidden_cards(draw: st.DrawFn) -> tuple[str, str]:
+    """A random Luhn-valid 13-19 digit number, grouped at random, between random letters: (text, digits)."""
+    length = draw(st.integers(min_value=13, max_value=19))
+    digits = _with_check_digit(draw(st.text("0123456789", min_size=length - 1, max_size=length - 1)))
+    pieces, rest = [], digits
+    while rest:
+        size = draw(st.integers(min_value=1, max_value=len(rest)))
+        pieces.append(rest[:size])
+        rest = rest[size:]
+    separators = [draw(st.sampled_from(["", " ", "-"])) for _ in pieces[1:]]
+    grouped = pieces[0] + "".join(sep + piece for sep, piece in zip(separators, pieces[1:], strict=True))
+    letters = st.text(string.ascii_letters + " _:", max_size=20)
+    return draw(letters) + grouped + draw(letters), digits
+
+
+@given(hidden_cards())
+def test_any_hidden_card_number_is_found_and_never_echoed(case: tuple[str, str]) -> None:
+    """Every Luhn-valid 13-19 digit number, however grouped and surrounded by letters, is refused."""
+    text, digits = case
+    assert contains_card_number(text)
+    with pytest.raises(SensitiveDataError) as caught:
+        check_text("failureReason", text)
+    assert digits not in str(caught.value)
