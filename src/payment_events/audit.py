@@ -51,6 +51,7 @@ __all__ = [
     "TopicMessage",
     "audit",
     "message_identity",
+    "parse_instant",
 ]
 
 PUBLISHED = "published"
@@ -104,6 +105,16 @@ class _Entry:
         self.row = row
         self.seen = 0
         self.first: tuple[str, int, int, bytes | None] | None = None
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 instant for ``--since``/``--until`` (``2026-01-31``, ``2026-01-31T12:00:00Z``,
+    ``...+02:00``); without an offset it is taken as UTC. Raises ``ValueError`` naming the expected form."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 date or time (e.g. 2026-01-31T12:00:00Z)") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def message_identity(
@@ -423,7 +434,7 @@ def audit(
     since: datetime | None = None,
     until: datetime | None = None,
     lookback: timedelta = timedelta(minutes=10),
-    kafka_config: Mapping[str, str] | None = None,
+    kafka_config: Mapping[str, Any] | None = None,
     detail_limit: int = 1000,
     timeout: float = 600.0,
 ) -> AuditReport:
@@ -461,6 +472,7 @@ def audit(
                 sa.select(sa.func.min(t.c.id)).scalar_subquery())).one()
             conn.rollback()
         consumer = Consumer({
+            **dict(kafka_config or {}),  # security settings; never the audit's own guarantees below
             "bootstrap.servers": bootstrap_servers,
             "group.id": f"payment-events-audit-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
@@ -468,7 +480,6 @@ def audit(
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
-            **dict(kafka_config or {}),
         })
         start_at = None if since is None else since - lookback
         scanned, unreadable = plan_ranges(consumer, topics, start_at)
