@@ -14,7 +14,7 @@ about one random UUID in 100,000. Consequence for producers: identifiers must no
 Luhn-valid numbers, even behind a prefix (``ord_4111111111111111`` is refused): use UUIDs or ids that are
 not card-shaped.
 
-Known limit: a card number glued to further digits with no separator (``"004111111111111111"``, 18 digits
+Known limit: a card number glued to further digits with no separator (``"1234111111111111111"``, 19 digits
 that fail Luhn as a whole) is not found. Checking every 13-19 digit window of longer digit strings would
 refuse almost every long numeric id (each window passes Luhn one time in ten), so a run of contiguous
 digits is judged as a whole; separated groups are checked in every span.
