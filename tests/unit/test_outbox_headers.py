@@ -26,7 +26,20 @@ def test_utf8_values_are_stored_as_readable_text() -> None:
     assert json.loads(text) == [["ce_type", "PaymentSucceeded"], ["bin", "/wA=", "base64"]]
 
 
-@pytest.mark.parametrize("bad", ["not json", "[[1]]", '[["a", "b", "hex"]]', '[["a", "!!", "base64"]]', "5"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not json",
+        "[[1]]",
+        '[["a", "b", "hex"]]',
+        '[["a", "!!", "base64"]]',
+        "5",
+        '[[1, "v"]]',
+        '[["a", 2]]',
+        "{}",
+        '{"a": "b"}',
+    ],
+)
 def test_malformed_header_text_is_a_serialization_error(bad: str) -> None:
     """A corrupted headers column raises SerializationError, without echoing the column."""
     with pytest.raises(SerializationError) as info:

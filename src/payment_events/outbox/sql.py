@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Integer,
     Select,
     SmallInteger,
     and_,
@@ -29,7 +30,6 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
-    exists,
     func,
     literal_column,
     or_,
@@ -38,8 +38,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.elements import BindParameter
 
 from payment_events.outbox import admin
 from payment_events.outbox.dberrors import translated
@@ -118,13 +119,20 @@ def configure_sqlite(engine: Engine) -> None:
 def _claim_statement(dialect: str, shard_filter: bool) -> Select[Any]:
     """The claim query: pending, due, in the owned shards, no earlier row of the key in backoff."""
     now = bindparam("now", type_=UtcDateTime())
-    head_in_backoff = exists().where(
+    earlier_in_backoff: Select[Any] = select(literal_column("1")).where(
         _p.c.state == literal_column("'pending'"),
         _p.c.attempts > literal_column("0"),
         _p.c.key == _o.c.key,
         _p.c.id < _o.c.id,
         _p.c.next_attempt_at > now,
     )
+    if dialect == "postgresql":
+        # OFFSET 0 keeps PostgreSQL from turning NOT EXISTS into an anti-join. As a join it is planned
+        # from a row estimate of the (tiny, fast-changing) retry set and can become a nested loop over
+        # claim x retry rows, which explodes during a broker outage when thousands of keys wait. As a
+        # correlated subplan it is one probe of the retry index per candidate row, whatever its size.
+        earlier_in_backoff = earlier_in_backoff.offset(literal_column("0"))
+    head_in_backoff = earlier_in_backoff.exists()
     conditions = [
         IS_PENDING,
         or_(NEVER_FAILED, _o.c.next_attempt_at <= now),
@@ -136,7 +144,11 @@ def _claim_statement(dialect: str, shard_filter: bool) -> Select[Any]:
             conditions.append(_o.c.shard == any_(bindparam("shards", type_=ARRAY(SmallInteger()))))
         else:
             conditions.append(_o.c.shard.in_(bindparam("shards", expanding=True)))
-    return select(*_RECORD_COLUMNS).where(and_(*conditions)).order_by(_o.c.id).limit(bindparam("limit"))
+    # The limit is rendered inline: with ``LIMIT $n`` a prepared (generic) plan is costed as if it
+    # returned a tenth of the table, which on PostgreSQL can cross ``jit_above_cost`` and spend tens of
+    # milliseconds compiling every claim. The relay uses one batch size, so the text stays stable.
+    limit: BindParameter[int] = bindparam("limit", type_=Integer(), literal_execute=True)
+    return select(*_RECORD_COLUMNS).where(and_(*conditions)).order_by(_o.c.id).limit(limit)
 
 
 _PG_MARK_PUBLISHED = text(
@@ -262,6 +274,11 @@ class SqlOutboxStore:
         """A store with its own engine for ``url`` (closed by :meth:`close`). SQLite gets WAL and a busy
         timeout. With ``check_schema`` a missing or outdated table raises ``MigrationRequiredError`` now
         rather than at the first claim."""
+        if url.startswith("postgresql"):
+            # The relay's statements are short and index-driven: JIT compilation only adds latency.
+            connect_args = dict(engine_options.pop("connect_args", {}))
+            connect_args["options"] = (connect_args.get("options", "") + " -c jit=off").strip()
+            engine_options["connect_args"] = connect_args
         engine = create_engine(url, **engine_options)
         if engine.dialect.name == "sqlite":
             configure_sqlite(engine)
@@ -308,7 +325,7 @@ class SqlOutboxStore:
                 params["shards"] = owned
         with self._begin("claim") as conn:
             rows = conn.execute(statement, params).all()
-        return [_record(row) for row in rows]
+        return _records(rows)
 
     def resolve(self, published: Sequence[Published], retries: Sequence[Retry], dead: Sequence[Dead]) -> None:
         """Record delivery outcomes in one transaction (see the port); a published row never goes back."""
@@ -425,18 +442,24 @@ class SqlOutboxStore:
         return admin.replay(self.engine, ids, event_type=event_type, all_dead=all_dead, now=self._clock())
 
 
-def _record(row: Row[Any]) -> OutboxRecord:
-    return OutboxRecord(
-        id=row.id,
-        event_id=row.event_id,
-        event_type=row.event_type,
-        schema_version=row.schema_version,
-        topic=row.topic,
-        key=bytes(row.key),
-        payload=bytes(row.payload),
-        headers=load_headers(row.headers),
-        shard=row.shard,
-        attempts=row.attempts,
-        created_at=row.created_at,
-    )
-
+def _records(rows: Sequence[Any]) -> list[OutboxRecord]:
+    """Claimed rows as records. Unpacked positionally: this runs for every row the relay publishes."""
+    out: list[OutboxRecord] = []
+    append = out.append
+    for row_id, event_id, event_type, version, topic, key, payload, headers, shard, attempts, created in rows:
+        append(
+            OutboxRecord(
+                row_id,
+                event_id,
+                event_type,
+                version,
+                topic,
+                bytes(key),
+                bytes(payload),
+                load_headers(headers),
+                shard,
+                attempts,
+                created,
+            )
+        )
+    return out
