@@ -1,0 +1,83 @@
+"""The in-memory fakes shipped for users' tests behave like the real publisher and store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from payment_events.codec import decode
+from payment_events.events import PaymentSucceeded
+from payment_events.outbox.ports import Published
+from payment_events.publisher import PaymentEventPublisher
+from payment_events.testing import InMemoryOutboxStore, InMemoryPublisher
+from payment_events.topics import TopicRouter
+
+
+def succeeded(payment_id: str) -> PaymentSucceeded:
+    """A valid PaymentSucceeded keyed by ``payment_id``."""
+    return PaymentSucceeded(
+        payment_id=payment_id,
+        order_id="ord_1",
+        amount_paid=1999,
+        currency="EUR",
+        payment_gateway="stripe",
+        processed_at=datetime.now(UTC),
+    )
+
+
+def test_in_memory_publisher_records_events_and_fills_the_store() -> None:
+    """The fake publisher records events in order and writes them into the fake store, routed."""
+    store = InMemoryOutboxStore()
+    publisher = InMemoryPublisher(store, router=TopicRouter(routes={"PaymentSucceeded": "payment.ok"}))
+    assert isinstance(publisher, PaymentEventPublisher)
+    first, second = succeeded("pay_1"), succeeded("pay_2")
+    publisher.publish_payment_succeeded(first)
+    publisher.publish_many([second])
+    assert publisher.events == [first, second]
+    claimed = store.claim(None, 10, datetime.now(UTC))
+    assert [decode(r.payload, r.headers) for r in claimed] == [first, second]
+    assert {r.topic for r in claimed} == {"payment.ok"}
+
+
+def test_in_memory_transaction_rolls_back_on_exception() -> None:
+    """Rows written in a failing ``transaction()`` block never become visible."""
+    store = InMemoryOutboxStore()
+
+    def failing_payment() -> None:
+        with store.transaction() as tx:
+            tx.add_raw(b"pay_1")
+            raise RuntimeError("payment failed")
+
+    with pytest.raises(RuntimeError):
+        failing_payment()
+    assert store.rows == []
+    assert store.claim(None, 10, datetime.now(UTC)) == []
+
+
+def test_in_memory_store_refuses_a_duplicate_event_id() -> None:
+    """Like the unique index, the fake refuses a second row with the same event id."""
+    store = InMemoryOutboxStore()
+    with store.transaction() as tx:
+        tx.add_raw(b"a", event_id="e-1")
+    with pytest.raises(ValueError, match="already in the outbox"), store.transaction() as tx:
+        tx.add_raw(b"b", event_id="e-1")
+    assert len(store.rows) == 1
+
+
+def test_publisher_without_store_only_records() -> None:
+    """Without a store the fake publisher just keeps the events for assertions."""
+    publisher = InMemoryPublisher()
+    event = succeeded("pay_3")
+    publisher.publish(event)
+    assert publisher.events == [event]
+
+
+def test_published_rows_show_partition_and_offset() -> None:
+    """Resolving in the fake records the ledger like the SQL store."""
+    store = InMemoryOutboxStore()
+    with store.transaction() as tx:
+        row_id = tx.add_raw(b"pay_1")
+    store.resolve([Published(row_id, 3, 17)], [], [])
+    [row] = store.rows
+    assert (row.state, row.kafka_partition, row.kafka_offset) == ("published", 3, 17)
