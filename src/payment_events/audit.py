@@ -376,15 +376,34 @@ def plan_ranges(
             unreadable[topic] = str(meta.error.str() if meta is not None and meta.error else "no partitions")
             continue
         for partition in sorted(meta.partitions):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=10, cached=False)
+            low, high = _retrying(consumer.get_watermark_offsets, TopicPartition(topic, partition),
+                                  timeout=10, cached=False)
             start = low
             if start_at is not None:
-                found = consumer.offsets_for_times(
-                    [TopicPartition(topic, partition, int(start_at.timestamp() * 1000))], timeout=10)
+                at_ms = int(start_at.timestamp() * 1000)
+                found = _retrying(consumer.offsets_for_times, [TopicPartition(topic, partition, at_ms)],
+                                  timeout=10)
                 start = high if found[0].offset < 0 else max(low, found[0].offset)
             ranges.append(PartitionRange(topic, partition, start, high))
     return ranges, unreadable
+
+
+def _retrying(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)``, retried for a while on Kafka errors (a leader election or a reconnect in
+    progress must not fail an audit)."""
+    import time
+
+    from confluent_kafka import KafkaException
+
+    attempts = 8
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except KafkaException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 def scan_ranges(

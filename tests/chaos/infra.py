@@ -31,6 +31,16 @@ RELAY_APP = "chaos-relay"
 """``application_name`` of the relay processes' PostgreSQL sessions (so faults can target them)."""
 
 
+def free_port() -> int:
+    """A TCP port that was free a moment ago (so parallel suites never fight over fixed ports)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 # ---------------------------------------------------------------------------------------- PostgreSQL
 @contextlib.contextmanager
 def fresh_database() -> Iterator[str]:

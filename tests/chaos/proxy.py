@@ -125,6 +125,7 @@ class FaultProxy:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         self._loop = loop
         try:
             self._server = loop.run_until_complete(

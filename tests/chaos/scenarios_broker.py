@@ -19,18 +19,17 @@ from tests.chaos.harness import (
     verdict,
     wait_drained,
 )
-from tests.chaos.infra import Cluster, ThrowawayBroker, partition_leaders
+from tests.chaos.infra import Cluster, ThrowawayBroker, free_port, partition_leaders
 from tests.chaos.proxy import FaultProxy
 from tests.chaos.scale import Scale
-
-BROKER_PORT, CONTROLLER_PORT, PROXY_PORT = 39092, 39093, 39192
 
 
 @contextlib.contextmanager
 def proxied_broker() -> Iterator[tuple[ThrowawayBroker, FaultProxy]]:
-    """A throw-away broker on 39092 advertising the fault proxy on 39192 (every client goes through it)."""
-    proxy = FaultProxy(PROXY_PORT, ("127.0.0.1", BROKER_PORT)).start()
-    broker = ThrowawayBroker(BROKER_PORT, CONTROLLER_PORT, advertised_port=PROXY_PORT)
+    """A throw-away broker advertising the fault proxy's port (every client goes through the proxy)."""
+    broker_port, controller_port, proxy_port = free_port(), free_port(), free_port()
+    proxy = FaultProxy(proxy_port, ("127.0.0.1", broker_port)).start()
+    broker = ThrowawayBroker(broker_port, controller_port, advertised_port=proxy_port)
     try:
         broker.start()
         yield broker, proxy
