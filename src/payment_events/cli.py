@@ -265,7 +265,7 @@ def serve_relay(settings: cfg.Settings) -> int:
         if server is not None:
             server.stop()
         if notifier is not None:
-            notifier.close(timeout=settings.relay_shutdown_timeout)
+            notifier.close(timeout=10.0)
         log.info("relay.exited")
     return EXIT_OK
 

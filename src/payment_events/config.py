@@ -193,9 +193,6 @@ class Settings(BaseModel):
         "an integer from 1 to 32767",
         "Key shards (fixed for a deployment; writers and relays must agree).",
     )
-    relay_shutdown_timeout: Duration = _opt(
-        30.0, "relay", _DURATION_FORM, "On SIGTERM, how long to wait for in-flight deliveries."
-    )
     retention: Duration = _opt(
         7 * 86400.0, "relay", _DURATION_FORM, "Published rows are deleted after this long."
     )
@@ -238,7 +235,6 @@ class Settings(BaseModel):
         "relay_backoff_cap",
         "relay_poll_interval",
         "relay_delivery_timeout",
-        "relay_shutdown_timeout",
         "retention",
         "purge_interval",
         "health_liveness_timeout",

@@ -187,3 +187,25 @@ def test_all_topics_lists_aggregate_routed_and_dlq() -> None:
     """all_topics() is what `topics ensure` creates."""
     settings = load_settings(environ={"PAYMENT_EVENTS_TOPIC_ROUTING": "RefundProcessed=refunds"})
     assert settings.all_topics() == ["payment.events", "payment.events.dlq", "refunds"]
+
+
+def test_operations_doc_lists_every_option_and_its_toml_example_loads(tmp_path: Path) -> None:
+    """docs/operations.md names every option's environment variable, and its TOML example is valid."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    for name in option_names():
+        assert f"`{env_var(name)}`" in doc, name
+    example = re.search(r"```toml\n(.*?)```", doc, re.DOTALL)
+    assert example is not None
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here")
+    text = re.sub(r'ssl_ca_location = "[^"]*"', f'ssl_ca_location = "{ca}"', example.group(1))
+    conf = tmp_path / "payment-events.toml"
+    conf.write_text(text)
+    settings = load_settings(
+        config_file=conf, environ={"PAYMENT_EVENTS_KAFKA_SASL_PASSWORD": "from-a-secret-store"}
+    )
+    assert settings.topic_replication_factor == 3
+    assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+    assert settings.topic_routing == {"RefundProcessed": "refund.processed"}
