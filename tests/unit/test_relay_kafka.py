@@ -136,7 +136,8 @@ def adapter(script: Callable[[int], Any]) -> tuple[KafkaBatchProducer, list[Scri
         built.append(ScriptedProducer(config, script))
         return built[-1]
 
-    return KafkaBatchProducer({"bootstrap.servers": "x"}, factory=factory), built
+    config = {"bootstrap.servers": "x", "message.timeout.ms": 50}
+    return KafkaBatchProducer(config, factory=factory), built
 
 
 MESSAGES = [OutgoingMessage("t", b"k", b"v", (("h", b"1"),)) for _ in range(3)]
@@ -187,4 +188,14 @@ def test_missing_reports_stay_unknown_and_rebuild_the_producer() -> None:
     outcomes = producer.produce_batch(MESSAGES[:2], timeout=0.05)
     assert outcomes[0] == Delivered(0, 0)
     assert outcomes[1] is None
+    assert len(built) == 2
+
+
+def test_the_wait_never_undercuts_the_message_timeout() -> None:
+    """A caller's short wait is stretched to the producer's message timeout, when reports are due."""
+    producer, built = adapter(lambda n: "hang")
+    producer._config["message.timeout.ms"] = 50  # already so; documents the input of the rule
+    assert producer._min_wait == pytest.approx(1.05)
+    outcomes = producer.produce_batch(MESSAGES[:1], timeout=0.0)
+    assert outcomes == [None]
     assert len(built) == 2

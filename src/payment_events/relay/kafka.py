@@ -69,9 +69,16 @@ def producer_config(bootstrap_servers: str, overrides: Mapping[str, Any] | None 
         raise ConfigurationError("producer option enable.idempotence must stay true for the relay")
     if any(config.get(name, "all") not in _ACKS_ALL for name in ("acks", "request.required.acks")):
         raise ConfigurationError("producer option acks must stay 'all' for the relay")
-    if int(config.get("max.in.flight.requests.per.connection", 5)) > 5:
-        raise ConfigurationError("producer option max.in.flight.requests.per.connection must be <= 5")
+    for name in ("max.in.flight.requests.per.connection", "max.in.flight"):
+        if int(config.get(name, 5)) > 5:
+            raise ConfigurationError(f"producer option {name} must be <= 5 (per-partition order)")
     return config
+
+
+def message_timeout_seconds(config: Mapping[str, Any]) -> float:
+    """librdkafka's per-message delivery deadline (``message.timeout.ms`` or its alias), in seconds."""
+    value = config.get("message.timeout.ms", config.get("delivery.timeout.ms", 300_000))
+    return int(value) / 1000.0
 
 
 def translate_error(error: KafkaError) -> DeliveryError:
@@ -98,6 +105,8 @@ class KafkaBatchProducer:
     ) -> None:
         self._config = dict(config)
         self._factory = factory
+        # librdkafka reports every message by its message timeout; waiting less would only lose reports.
+        self._min_wait = message_timeout_seconds(self._config) + 1.0
         self._fatal: DeliveryError | None = None
         self.rebuilds = 0
         """How many times a fresh producer replaced one that hit a fatal error."""
@@ -147,12 +156,16 @@ class KafkaBatchProducer:
         )
 
     def produce_batch(self, messages: Sequence[Producible], timeout: float) -> list[Outcome]:
-        """Produce ``messages``, wait up to ``timeout`` s for every report, return one outcome each."""
+        """Produce ``messages``, wait for every report, return one outcome each.
+
+        The wait is ``timeout`` seconds, but never shorter than the producer's message timeout plus a
+        margin, since librdkafka reports every message by then.
+        """
         if self._fatal is not None:
             self.rebuild()
         outcomes: list[Outcome] = [None] * len(messages)
         raw = self._enqueue(messages, outcomes)
-        remaining = self._wait(timeout)
+        remaining = self._wait(max(timeout, self._min_wait))
         self._collect(raw, outcomes)
         if remaining > 0:
             # librdkafka reports every message within message.timeout.ms; if some are still missing the
