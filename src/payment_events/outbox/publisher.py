@@ -2,8 +2,8 @@
 
 The payment change and its event commit or roll back together: if the caller rolls back, no event
 exists; if it commits, the relay publishes the event to Kafka (at least once). Publishing here never
-talks to the broker and never commits. The hot path is one pre-built ``INSERT`` statement (SQLAlchemy
-caches its compiled form), so the cost inside a payment transaction is one round trip.
+talks to the broker and never commits. The hot path is one ``INSERT`` whose SQL text is built once at
+import, so the cost inside a payment transaction is one round trip and a few microseconds of Python.
 
 On PostgreSQL the same statement also calls ``pg_notify('payment_events_outbox', '')``: PostgreSQL
 delivers it only when the transaction commits and folds identical notifications of one transaction into
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, insert, literal_column, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session
 from payment_events.errors import MigrationRequiredError, StoreError
 from payment_events.outbox.dberrors import is_missing_schema, is_unique_violation
 from payment_events.outbox.headers import dump_headers
-from payment_events.outbox.table import outbox_table
+from payment_events.outbox.table import TABLE_NAME, sqlite_timestamp
 from payment_events.publisher import PublishMethodsMixin
 from payment_events.sharding import DEFAULT_SHARD_COUNT, shard_for, validate_shard_count
 
@@ -51,16 +52,27 @@ _INSERT_COLUMNS = (
     "next_attempt_at",
     "created_at",
 )
+_MAX_ROWS_PER_STATEMENT = 500  # 5,000 parameters: far below PostgreSQL's and SQLite's limits
 
-_INSERT = insert(outbox_table)
+# The statements are plain SQL text built once, per dialect, and sent with exec_driver_sql: no
+# compilation, no per-column type processing, but SQLAlchemy's events (tracing, echo) still see them.
+_PREFIX = f"INSERT INTO {TABLE_NAME} ({', '.join(_INSERT_COLUMNS)}) "
+_PG_ROW = "(" + ", ".join(["%s"] * len(_INSERT_COLUMNS)) + ")"
+_SQLITE_ROW = "(" + ", ".join(["?"] * len(_INSERT_COLUMNS)) + ")"
 # INSERT ... SELECT <params> FROM (SELECT pg_notify(...)) n: the insert and its wake-up in one round trip.
-_INSERT_AND_NOTIFY = insert(outbox_table).from_select(
-    list(_INSERT_COLUMNS),
-    select(*(bindparam(name, type_=outbox_table.c[name].type) for name in _INSERT_COLUMNS)).select_from(
-        select(func.pg_notify(bindparam("notify_channel"), literal_column("''")).label("n")).subquery("n")
-    ),
+_PG_INSERT_AND_NOTIFY = (
+    _PREFIX
+    + "SELECT "
+    + ", ".join(["%s"] * len(_INSERT_COLUMNS))
+    + " FROM (SELECT pg_notify(%s, '')) AS n"
 )
-_NOTIFY = select(func.pg_notify(bindparam("notify_channel"), literal_column("''")))
+_PG_NOTIFY = "SELECT pg_notify(%s, '')"
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(dialect: str, rows: int) -> str:
+    row = _PG_ROW if dialect == "postgresql" else _SQLITE_ROW
+    return _PREFIX + "VALUES " + ", ".join([row] * rows)
 
 
 def _utc_now() -> datetime:
@@ -131,21 +143,40 @@ class OutboxPublisher(PublishMethodsMixin):
         """Insert already encoded events (what ``publish``/``publish_many`` do after encoding)."""
         if not encoded:
             return
-        now = self._clock()
-        rows = [self._row(item, now) for item in encoded]
         conn = self._conn.connection() if isinstance(self._conn, Session) else self._conn
-        notify = self._notify and conn.dialect.name == "postgresql"
+        dialect = conn.dialect.name
+        clock_now = self._clock()
+        now: datetime | str = clock_now
+        if dialect == "sqlite":
+            now = sqlite_timestamp(clock_now)
+        elif dialect != "postgresql":
+            raise StoreError(f"the outbox supports PostgreSQL and SQLite, not {dialect}")
+        route, count = self._route, self._shard_count
+        rows = [
+            (
+                item.event_id,
+                item.event_type,
+                item.schema_version,
+                route(item.event_type),
+                item.key,
+                item.value,
+                dump_headers(item.headers),
+                shard_for(item.key, count),
+                now,
+                now,
+            )
+            for item in encoded
+        ]
+        notify = self._notify and dialect == "postgresql"
         try:
-            if len(rows) == 1:
-                if notify:
-                    rows[0]["notify_channel"] = self._channel
-                    conn.execute(_INSERT_AND_NOTIFY, rows[0])
-                else:
-                    conn.execute(_INSERT, rows[0])
-            else:
-                conn.execute(_INSERT, rows)
-                if notify:
-                    conn.execute(_NOTIFY, {"notify_channel": self._channel})
+            if len(rows) == 1 and notify:
+                conn.exec_driver_sql(_PG_INSERT_AND_NOTIFY, (*rows[0], self._channel))
+                return
+            for start in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
+                chunk = rows[start : start + _MAX_ROWS_PER_STATEMENT]
+                conn.exec_driver_sql(_insert_sql(dialect, len(chunk)), tuple(chain.from_iterable(chunk)))
+            if notify:
+                conn.exec_driver_sql(_PG_NOTIFY, (self._channel,))
         except SQLAlchemyError as exc:
             if is_missing_schema(exc):
                 raise MigrationRequiredError(
@@ -156,17 +187,3 @@ class OutboxPublisher(PublishMethodsMixin):
                     "an event with this eventId is already in the outbox; publish each event once"
                 ) from exc
             raise
-
-    def _row(self, item: EncodedEvent, now: datetime) -> dict[str, Any]:
-        return {
-            "event_id": item.event_id,
-            "event_type": item.event_type,
-            "schema_version": item.schema_version,
-            "topic": self._route(item.event_type),
-            "key": item.key,
-            "payload": item.value,
-            "headers": dump_headers(item.headers),
-            "shard": shard_for(item.key, self._shard_count),
-            "next_attempt_at": now,
-            "created_at": now,
-        }

@@ -90,6 +90,13 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def sqlite_timestamp(value: datetime) -> str:
+    """``value`` as the fixed-width UTC text SQLite stores (exactly what :class:`UtcDateTime` writes)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("outbox timestamps must be timezone-aware (use datetime.now(UTC))")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 metadata = MetaData()
 
 outbox_table = Table(
