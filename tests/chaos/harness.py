@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -231,12 +232,21 @@ class RelayProcess:
         self.starts = 0
         self.kills = 0
         self.unexpected_exits: list[int] = []
+        self._ready_mark = 0
+
+    _READY = '"relay.shards"'
+    """The log event that shows a started relay has reached its loop (it logs its first shard lease)."""
+
+    @property
+    def ready(self) -> bool:
+        """True once the current process reached its relay loop."""
+        return self.alive and self._log_text().count(self._READY) > self._ready_mark
 
     def start(self, *, wait: bool = False, timeout: float = 60.0) -> None:
         """Start (or restart) the relay process; with ``wait``, return once it owns its shards."""
         self._check_exit()
-        marker = '"relay.shards"'
-        seen = self._log_text().count(marker)
+        marker = self._READY
+        seen = self._ready_mark = self._log_text().count(marker)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
@@ -357,6 +367,11 @@ class ProgressWatch:
                 self._stop.wait(self.interval)
         finally:
             consumer.close()
+
+    def max_gap(self) -> float:
+        """The longest interval between two samples (a large one makes ``recoveries`` coarse)."""
+        times = [t for t, _ in self.samples]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     def recoveries(self) -> list[float]:
         """Per healed fault: seconds until the topic grew beyond everything seen before the heal."""
