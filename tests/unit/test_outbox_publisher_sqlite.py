@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.orm import Session
 
 from payment_events.codec import decode, encode
@@ -166,3 +166,24 @@ def test_bad_arguments_are_refused(engine: Engine) -> None:
             OutboxPublisher(conn, router="payment.events")
         with pytest.raises(ValueError, match="between 1 and"):
             OutboxPublisher(conn, shard_count=0)
+
+
+def test_timestamps_are_stored_in_the_same_text_form_as_the_store_writes(engine: Engine) -> None:
+    """The publisher's fast path writes timestamps exactly as the store's SQLAlchemy type does, so text
+    comparisons in SQLite compare instants."""
+    from datetime import timedelta, timezone
+
+    from payment_events.outbox.ports import Published
+
+    moment = datetime(2026, 5, 1, 14, 3, 7, 120, tzinfo=timezone(timedelta(hours=2)))
+    with engine.begin() as conn:
+        OutboxPublisher(conn, clock=lambda: moment).publish(succeeded())
+    store = SqlOutboxStore(engine, clock=lambda: moment)
+    [record] = store.claim(None, 1, moment)
+    store.resolve([Published(record.id, 0, 0)], [], [])
+    with engine.connect() as conn:
+        stored = conn.execute(
+            text("SELECT created_at, next_attempt_at, published_at FROM payment_events_outbox")
+        ).one()
+    assert stored[0] == stored[1] == stored[2] == "2026-05-01 12:03:07.000120"
+    assert record.created_at == moment
