@@ -103,7 +103,6 @@ def relay_config(**overrides: Any) -> RelayConfig:
         "delivery_timeout_seconds": 20.0,
         "backoff_base_seconds": 0.05,
         "backoff_cap_seconds": 1.0,
-        "producer_overrides": {"message.timeout.ms": 10_000},
     }
     options.update(overrides)
     return RelayConfig(**options)

@@ -166,8 +166,8 @@ def test_broker_stopped_and_restarted_loses_nothing(pg_url: str, throwaway_broke
 
     observer = OutageObserver()
     config = relay_config(
-        producer_overrides={"message.timeout.ms": 3000, "reconnect.backoff.max.ms": 500},
-        delivery_timeout_seconds=10.0,
+        producer_overrides={"reconnect.backoff.max.ms": 500},
+        delivery_timeout_seconds=3.0,
         max_attempts=3,  # small on purpose: an outage must not spend it
     )
     relay = RelayThread(build_relay(pg_url, throwaway_broker.bootstrap, config, observer=observer))

@@ -9,9 +9,11 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from payment_events.errors import ConfigurationError
+from payment_events.relay import Relay, RelayConfig
 from payment_events.relay.decisions import Delivered, DeliveryError, classify
 from payment_events.relay.kafka import KafkaBatchProducer, producer_config, translate_error
 from payment_events.relay.ports import OutgoingMessage
+from payment_events.testing import InMemoryOutboxStore
 
 
 @pytest.mark.parametrize(
@@ -126,6 +128,7 @@ class ScriptedProducer:
 
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
         self.purged = True
+        self.queue = [(KafkaError(KafkaError._PURGE_INFLIGHT), callback) for _, callback in self.queue]
 
 
 def adapter(script: Callable[[int], Any]) -> tuple[KafkaBatchProducer, list[ScriptedProducer]]:
@@ -182,20 +185,21 @@ def test_fatal_error_leads_to_a_fresh_producer_before_the_next_batch() -> None:
     assert all(isinstance(o, Delivered) for o in outcomes)
 
 
-def test_missing_reports_stay_unknown_and_rebuild_the_producer() -> None:
-    """A message without a report by the deadline is None (re-sent later) and the client is replaced."""
+def test_outstanding_reports_are_purged_at_the_deadline_and_the_producer_rebuilt() -> None:
+    """A message without a report by the deadline is purged (a transient failure, re-sent later) and
+    the client is replaced; what was acked before stays acked."""
     producer, built = adapter(lambda n: "hang" if n == 1 else n)
     outcomes = producer.produce_batch(MESSAGES[:2], timeout=0.05)
     assert outcomes[0] == Delivered(0, 0)
-    assert outcomes[1] is None
+    assert isinstance(outcomes[1], DeliveryError)
+    assert outcomes[1].code == "_PURGE_INFLIGHT"
+    assert classify(outcomes[1]) == "transient"
+    assert built[0].purged
     assert len(built) == 2
 
 
-def test_the_wait_never_undercuts_the_message_timeout() -> None:
-    """A caller's short wait is stretched to the producer's message timeout, when reports are due."""
-    producer, built = adapter(lambda n: "hang")
-    producer._config["message.timeout.ms"] = 50  # already so; documents the input of the rule
-    assert producer._min_wait == pytest.approx(1.05)
-    outcomes = producer.produce_batch(MESSAGES[:1], timeout=0.0)
-    assert outcomes == [None]
-    assert len(built) == 2
+def test_a_relay_refuses_a_producer_whose_timeout_would_end_the_wait_first() -> None:
+    """librdkafka's message timeout must be longer than the relay's wait, or gaps could reorder a key."""
+    producer, _ = adapter(lambda n: n)  # message.timeout.ms = 50
+    with pytest.raises(ConfigurationError, match=r"message\.timeout\.ms must be longer"):
+        Relay(InMemoryOutboxStore(), producer, RelayConfig(delivery_timeout_seconds=1.0))

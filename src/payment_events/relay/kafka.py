@@ -13,6 +13,12 @@ librdkafka's per-message persisted status, so every failed report is treated lik
 would be: the row is retried (a duplicate at worst, never a loss) unless the code is a permanent one that
 cannot have been persisted (message too large, not authorized, ...).
 
+Deadlines: librdkafka fails messages one by one when their own ``message.timeout.ms`` expires, which
+after a broker outage can fail an earlier message of a partition while a later one still gets through
+(a gap, and for one key a reordering). So the relay keeps ``message.timeout.ms`` longer than its own
+wait for a batch, and when that wait ends with reports outstanding it purges every outstanding message
+at once: per partition the acknowledged messages are then always a prefix.
+
 A fatal error (``KafkaError.fatal()``, e.g. an idempotence sequence desynchronisation) poisons a
 librdkafka producer for good; the adapter notices it (error callback or a report) and builds a fresh
 producer before the next batch, instead of failing every batch forever.
@@ -42,7 +48,9 @@ DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
     "linger.ms": 5,
     "batch.size": 1_000_000,
     "batch.num.messages": 10_000,
-    "message.timeout.ms": 30_000,
+    # Longer than the relay's own wait on purpose (see the module docstring): the relay, not librdkafka,
+    # decides when a batch has waited long enough, and then fails every outstanding message at once.
+    "message.timeout.ms": 300_000,
     "queue.buffering.max.messages": 500_000,
     "queue.buffering.max.kbytes": 1_048_576,
     "retry.backoff.ms": 100,
@@ -76,9 +84,10 @@ def producer_config(bootstrap_servers: str, overrides: Mapping[str, Any] | None 
 
 
 def message_timeout_seconds(config: Mapping[str, Any]) -> float:
-    """librdkafka's per-message delivery deadline (``message.timeout.ms`` or its alias), in seconds."""
-    value = config.get("message.timeout.ms", config.get("delivery.timeout.ms", 300_000))
-    return int(value) / 1000.0
+    """librdkafka's per-message delivery deadline (``message.timeout.ms`` or its alias), in seconds;
+    0 means no deadline (returned as infinity)."""
+    value = int(config.get("message.timeout.ms", config.get("delivery.timeout.ms", 300_000)))
+    return float("inf") if value == 0 else value / 1000.0
 
 
 def translate_error(error: KafkaError) -> DeliveryError:
@@ -105,8 +114,7 @@ class KafkaBatchProducer:
     ) -> None:
         self._config = dict(config)
         self._factory = factory
-        # librdkafka reports every message by its message timeout; waiting less would only lose reports.
-        self._min_wait = message_timeout_seconds(self._config) + 1.0
+        self.message_timeout = message_timeout_seconds(self._config)
         self._fatal: DeliveryError | None = None
         self.rebuilds = 0
         """How many times a fresh producer replaced one that hit a fatal error."""
@@ -156,26 +164,41 @@ class KafkaBatchProducer:
         )
 
     def produce_batch(self, messages: Sequence[Producible], timeout: float) -> list[Outcome]:
-        """Produce ``messages``, wait for every report, return one outcome each.
+        """Produce ``messages``, wait up to ``timeout`` s for every report, return one outcome each.
 
-        The wait is ``timeout`` seconds, but never shorter than the producer's message timeout plus a
-        margin, since librdkafka reports every message by then.
+        If reports are still outstanding at the deadline, every outstanding message is purged at once
+        (reported as ``_PURGE_QUEUE`` / ``_PURGE_INFLIGHT``, i.e. retry) and a fresh producer is built.
         """
         if self._fatal is not None:
             self.rebuild()
         outcomes: list[Outcome] = [None] * len(messages)
         raw = self._enqueue(messages, outcomes)
-        remaining = self._wait(max(timeout, self._min_wait))
-        self._collect(raw, outcomes)
+        remaining = self._wait(timeout)
         if remaining > 0:
-            # librdkafka reports every message within message.timeout.ms; if some are still missing the
-            # client is in an unknown state. Their rows stay pending (re-sent later); start afresh.
-            log.error(
-                "delivery reports missing after the wait; rebuilding the producer",
+            log.warning(
+                "delivery reports outstanding at the deadline; purging them and rebuilding the producer",
                 extra={"event": "relay.reports_missing", "count": remaining},
             )
+            self._purge_outstanding()
+        self._collect(raw, outcomes)
+        if remaining > 0:
             self.rebuild()
         return outcomes
+
+    def _purge_outstanding(self) -> None:
+        """Fail every queued and in-flight message now and serve their reports.
+
+        Acks of one partition arrive in order, so at this instant the acknowledged messages of each
+        partition are a prefix and the purged ones the rest: the per-key rule then never sees a later
+        message through after an earlier one failed (which librdkafka's own per-message timeouts could
+        cause, and why ``message.timeout.ms`` is longer than the relay's wait).
+        """
+        producer = self._producer
+        try:
+            producer.purge(in_queue=True, in_flight=True, blocking=True)
+            producer.flush(1.0)  # serves the purge reports; nothing is left to send
+        except Exception:  # noqa: BLE001 - a broken client may refuse; its rows stay pending (None)
+            log.debug("purging outstanding messages failed", extra={"event": "relay.purge_failed"})
 
     def _enqueue(self, messages: Sequence[Producible], outcomes: list[Outcome]) -> list[Any]:
         """Hand every message to librdkafka; synchronous refusals go straight into ``outcomes``."""

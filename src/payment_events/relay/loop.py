@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from payment_events.errors import ConfigurationError
 from payment_events.observer import NullObserver, RelayObserver
 from payment_events.outbox.ports import OutboxRecord, OutboxStore, ShardLeases
 from payment_events.relay.decisions import (
@@ -84,6 +85,14 @@ class Relay:
         closers: Sequence[Callable[[], object]] = (),
     ) -> None:
         self.config = config or RelayConfig()
+        message_timeout = getattr(producer, "message_timeout", None)
+        if message_timeout is not None and message_timeout <= self.config.delivery_timeout_seconds:
+            raise ConfigurationError(
+                "producer option message.timeout.ms must be longer than the relay's "
+                f"delivery_timeout_seconds ({self.config.delivery_timeout_seconds} s): the relay, not "
+                "librdkafka, must end a batch's wait, so that a later message never gets through after "
+                "an earlier one of its partition timed out"
+            )
         self._closers = list(closers)
         self._closed = False
         self._store = store

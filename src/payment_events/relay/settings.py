@@ -37,8 +37,9 @@ class RelayConfig:
     """...up to this cap. The same cap bounds the whole-relay pause during a broker outage."""
     poll_interval_seconds: float = 1.0
     """Longest sleep when there is nothing to do (a NOTIFY ends it earlier on PostgreSQL)."""
-    delivery_timeout_seconds: float = 40.0
-    """Longest wait for one batch's delivery reports; keep above the producer's message.timeout.ms."""
+    delivery_timeout_seconds: float = 30.0
+    """Longest wait for one batch's delivery reports; then every outstanding message is purged and
+    retried. Must stay below the producer's ``message.timeout.ms`` (300 s by default)."""
     retention_seconds: float = 7 * 24 * 3600.0
     """Published rows older than this are deleted."""
     purge_interval_seconds: float = 60.0
