@@ -530,6 +530,55 @@ def dlq_replay(
         ctx.exit(EXIT_FAILURE)
 
 
+# -- audit ----------------------------------------------------------------------------------------
+
+
+@cli.command("audit")
+@click.option("--topic", "topics", multiple=True, help="Topic to audit (repeatable; default: all in the ledger).")
+@click.option("--since", default=None, metavar="WHEN", help="Only rows created since (ISO 8601, UTC default).")
+@click.option("--until", default=None, metavar="WHEN", help="Only rows created before (ISO 8601).")
+@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1), help="Read limit (s).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@settings_options("database", "kafka")
+@click.pass_context
+def audit_command(
+    ctx: click.Context,
+    /,
+    *,
+    topics: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    timeout: float,
+    as_json: bool,
+    **params: object,
+) -> None:
+    """Reconcile the outbox ledger with what Kafka holds: lost, duplicates, per-key order, mismatches.
+
+    Reads the topics with an independent consumer (no group offsets). Exits 0 when nothing was lost and
+    every key kept its order, 1 otherwise.
+    """
+    settings = load(ctx, params)
+    from payment_events.audit import audit, parse_instant
+
+    try:
+        start = parse_instant(since) if since else None
+        end = parse_instant(until) if until else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since/--until") from None
+    kafka = {k: v for k, v in settings.kafka_config().items() if k != "bootstrap.servers"}
+    report = audit(
+        settings.database_url,
+        settings.kafka_bootstrap_servers,
+        list(topics) or None,
+        since=start,
+        until=end,
+        kafka_config=kafka,
+        timeout=timeout,
+    )
+    click.echo(report.to_json() if as_json else report.render_text())
+    ctx.exit(report.exit_code)
+
+
 # -- schemas --------------------------------------------------------------------------------------
 
 
