@@ -534,8 +534,8 @@ def dlq_replay(
 
 
 @cli.command("audit")
-@click.option("--topic", "topics", multiple=True, help="Topic to audit (repeatable; default: all in the ledger).")
-@click.option("--since", default=None, metavar="WHEN", help="Only rows created since (ISO 8601, UTC default).")
+@click.option("--topic", "topics", multiple=True, help="Topic to audit (repeatable; default: all in ledger).")
+@click.option("--since", default=None, metavar="WHEN", help="Only rows created since (ISO 8601).")
 @click.option("--until", default=None, metavar="WHEN", help="Only rows created before (ISO 8601).")
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1), help="Read limit (s).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
