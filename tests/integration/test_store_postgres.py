@@ -19,7 +19,7 @@ from payment_events.errors import StoreError
 from payment_events.outbox import migrate
 from payment_events.outbox.ports import Published
 from payment_events.outbox.publisher import OutboxPublisher
-from payment_events.outbox.sql import SqlOutboxStore, _claim_statement
+from payment_events.outbox.sql import SqlOutboxStore, pg_claim_sql
 
 
 def encoded(key: bytes) -> EncodedEvent:
@@ -99,9 +99,7 @@ def test_claim_plan_reads_the_partial_indexes(store: SqlOutboxStore) -> None:
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE payment_events_outbox"))
     for shard_filter in (False, True):
-        dialect = store.engine.dialect
-        sql = _claim_statement("postgresql", shard_filter).compile(dialect=dialect).string
-        sql = sql.replace("__[POSTCOMPILE_limit]", "500")
+        sql = pg_claim_sql(shard_filter, 500)
         params: dict[str, Any] = {"now": datetime.now(UTC), "shards": list(range(0, 64, 2))}
         with store.engine.connect() as conn:
             plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + sql, params).scalars())
@@ -167,3 +165,25 @@ def test_concurrent_writers_lose_nothing_and_keep_per_key_order(store: SqlOutbox
     assert not errors
     assert len(all_ids) == len(set(all_ids)) == 160
     assert all(ids == sorted(ids) for ids in claimed.values())
+
+
+def test_timestamps_come_back_in_utc_whatever_the_session_time_zone(pg_url: str) -> None:
+    """With a database whose time zone is not UTC, claimed rows still carry the exact instant, in UTC."""
+    migrate.upgrade(pg_url)
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            name = conn.execute(text("SELECT current_database()")).scalar_one()
+            conn.execute(text(f"ALTER DATABASE \"{name}\" SET timezone TO 'Asia/Tokyo'"))
+    finally:
+        admin.dispose()
+    moment = datetime(2026, 5, 1, 12, 3, 7, 120, tzinfo=UTC)
+    with SqlOutboxStore.from_url(pg_url) as store:
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SHOW timezone")).scalar_one() == "Asia/Tokyo"
+        with store.engine.begin() as conn:
+            OutboxPublisher(conn, clock=lambda: moment).publish_encoded([encoded(b"a")])
+        [record] = store.claim(None, 10, datetime.now(UTC))
+        assert record.created_at == moment
+        assert record.created_at.tzinfo is UTC
+        assert store.backlog(moment).oldest_pending_age_seconds == 0.0
