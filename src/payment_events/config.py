@@ -205,7 +205,10 @@ class Settings(BaseModel):
     metrics_host: str = _opt("127.0.0.1", "metrics", "an IP address or host name", "Metrics bind address.")
     metrics_port: int = _opt(9464, "metrics", "an integer from 0 to 65535 (0 = any free port)", "Port.")
     health_liveness_timeout: Duration = _opt(
-        60.0, "metrics", _DURATION_FORM, "/healthz fails when the relay loop has not ticked for this long."
+        120.0,
+        "metrics",
+        _DURATION_FORM + ", longer than relay_backoff_cap",
+        "/healthz fails when the relay loop has not ticked for this long.",
     )
     # alerts
     alert_oldest_pending_age: Duration = _opt(
@@ -358,6 +361,12 @@ class Settings(BaseModel):
             )
         if self.relay_backoff_base > self.relay_backoff_cap:
             raise ValueError("relay_backoff_base must not exceed relay_backoff_cap")
+        if self.health_liveness_timeout <= self.relay_backoff_cap:
+            raise ValueError(
+                f"health_liveness_timeout ({self.health_liveness_timeout:g}s) must be longer than "
+                f"relay_backoff_cap ({self.relay_backoff_cap:g}s): a relay pausing during a broker outage "
+                "would otherwise look dead to /healthz"
+            )
         if self.kafka_security_protocol.startswith("SASL_"):
             missing = [
                 name

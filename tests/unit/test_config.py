@@ -149,7 +149,7 @@ def test_to_relay_config_maps_every_relay_option() -> None:
         "PAYMENT_EVENTS_RELAY_BATCH_SIZE": "100",
         "PAYMENT_EVENTS_RELAY_MAX_ATTEMPTS": "0",
         "PAYMENT_EVENTS_RELAY_BACKOFF_BASE": "250ms",
-        "PAYMENT_EVENTS_RELAY_BACKOFF_CAP": "2m",
+        "PAYMENT_EVENTS_RELAY_BACKOFF_CAP": "90s",
         "PAYMENT_EVENTS_RETENTION": "1d",
         "PAYMENT_EVENTS_RELAY_SHARD_COUNT": "16",
         "PAYMENT_EVENTS_DLQ_TOPIC": "dead",
@@ -158,7 +158,7 @@ def test_to_relay_config_maps_every_relay_option() -> None:
     assert relay.batch_size == 100
     assert relay.max_attempts is None
     assert relay.backoff_base_seconds == 0.25
-    assert relay.backoff_cap_seconds == 120.0
+    assert relay.backoff_cap_seconds == 90.0
     assert relay.retention_seconds == 86400.0
     assert relay.shard_count == 16
     assert relay.dlq_topic == "dead"
@@ -209,3 +209,10 @@ def test_operations_doc_lists_every_option_and_its_toml_example_loads(tmp_path: 
     assert settings.topic_replication_factor == 3
     assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
     assert settings.topic_routing == {"RefundProcessed": "refund.processed"}
+
+
+def test_liveness_timeout_must_outlast_the_outage_pause() -> None:
+    """A liveness timeout not longer than the backoff cap is refused (a pausing relay would look dead)."""
+    with pytest.raises(ConfigurationError, match="health_liveness_timeout"):
+        load_settings(environ={"PAYMENT_EVENTS_HEALTH_LIVENESS_TIMEOUT": "30s"})
+    assert load_settings(environ={}).health_liveness_timeout == 120.0
