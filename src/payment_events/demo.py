@@ -607,6 +607,11 @@ def _prepare(settings: Settings, say: _Printer) -> tuple[Engine, list[str]]:
     from payment_events.outbox import migrate
     from payment_events.outbox.sql import configure_sqlite
 
+    say.line(
+        "payment-events demo: a payment service (processing, 3-D Secure webhooks, captures, refunds,"
+        " payment methods) writes each change and its event in one transaction; a relay publishes the"
+        " outbox to Kafka; a consumer reads the topic back."
+    )
     say.line(f"outbox database : {_mask(settings.database_url)}")
     say.line(f"kafka           : {settings.kafka_bootstrap_servers}")
     migrate.upgrade(settings.database_url)
@@ -695,6 +700,9 @@ def _print_report(say: _Printer, report: DemoReport) -> None:
     say.line(f"took              : {report.seconds:.1f} s")
     result = "every committed event was delivered" if report.ok else "PROBLEMS (see above)"
     say.line(f"result            : {result}")
+    if report.ok:
+        say.line("next              : `payment-events relay` runs the relay as a service (metrics on")
+        say.line("                    http://127.0.0.1:9464/metrics); see docs/operations.md")
 
 
 def _mask(url: str) -> str:
