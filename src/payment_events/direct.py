@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
-
 from payment_events.errors import PermanentPublishError, PublishError, TransientPublishError
 from payment_events.publisher import PublishMethodsMixin
 from payment_events.topics import TopicRouter
@@ -81,6 +79,9 @@ class DirectPublisher(PublishMethodsMixin):
         config = producer_config(bootstrap_servers, producer_overrides)
         config["error_cb"] = self._on_error
         config.setdefault("logger", logging.getLogger("payment_events.direct.librdkafka"))
+        from confluent_kafka import KafkaException, Producer  # lazily: `import payment_events` stays light
+
+        self._kafka_exception: type[Exception] = KafkaException
         self._producer: Any = Producer(config)
         self._wait_for_ack = wait_for_ack
         self._ack_timeout = ack_timeout
@@ -167,7 +168,7 @@ class DirectPublisher(PublishMethodsMixin):
                         "the local producer queue is full (the broker is slow or down); try again later"
                     ) from None
                 time.sleep(0.01)
-            except KafkaException as exc:  # refused at once, e.g. larger than message.max.bytes
+            except self._kafka_exception as exc:  # refused at once, e.g. larger than message.max.bytes
                 self._fail(future, _publish_error(exc.args[0], event_id, target), event_id)
                 return future
             except (TypeError, ValueError) as exc:
@@ -224,6 +225,8 @@ class DirectPublisher(PublishMethodsMixin):
 
 def _publish_error(error: Any, event_id: str, topic: str) -> PublishError:
     """Our error for a failed delivery, logged with ids only (never the payload or the key)."""
+    from confluent_kafka import KafkaError
+
     from payment_events.relay.decisions import DeliveryError, is_permanent
     from payment_events.relay.kafka import translate_error
 
