@@ -24,13 +24,12 @@ from typing import Any
 from sqlalchemy import (
     Integer,
     Select,
-    SmallInteger,
     and_,
-    any_,
     bindparam,
     create_engine,
     delete,
     event,
+    exists,
     func,
     literal_column,
     or_,
@@ -38,7 +37,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.elements import BindParameter
@@ -117,46 +115,40 @@ def configure_sqlite(engine: Engine) -> None:
             cursor.close()
 
 
-def _claim_statement(dialect: str, shard_filter: bool) -> Select[Any]:
-    """The claim query: pending, due, in the owned shards, no earlier row of the key in backoff."""
+def _sqlite_claim_statement(shard_filter: bool) -> Select[Any]:
+    """The claim on SQLite: pending, due, in the owned shards, no earlier row of the key in backoff.
+
+    SQLite runs the NOT EXISTS as a correlated lookup in the retry index for each candidate row.
+    """
     now = bindparam("now", type_=UtcDateTime())
-    earlier_in_backoff: Select[Any] = select(literal_column("1")).where(
+    earlier_in_backoff = exists().where(
         _p.c.state == literal_column("'pending'"),
         _p.c.attempts > literal_column("0"),
         _p.c.key == _o.c.key,
         _p.c.id < _o.c.id,
         _p.c.next_attempt_at > now,
     )
-    if dialect == "postgresql":
-        # OFFSET 0 keeps PostgreSQL from turning NOT EXISTS into an anti-join. As a join it is planned
-        # from a row estimate of the (tiny, fast-changing) retry set and can become a nested loop over
-        # claim x retry rows, which explodes during a broker outage when thousands of keys wait. As a
-        # correlated subplan it is one probe of the retry index per candidate row, whatever its size.
-        earlier_in_backoff = earlier_in_backoff.offset(literal_column("0"))
-    head_in_backoff = earlier_in_backoff.exists()
-    conditions = [
-        IS_PENDING,
-        or_(NEVER_FAILED, _o.c.next_attempt_at <= now),
-        ~head_in_backoff,
-    ]
+    conditions = [IS_PENDING, or_(NEVER_FAILED, _o.c.next_attempt_at <= now), ~earlier_in_backoff]
     if shard_filter:
-        if dialect == "postgresql":
-            # One array parameter: the statement text is the same for any shard set (plan cache friendly).
-            conditions.append(_o.c.shard == any_(bindparam("shards", type_=ARRAY(SmallInteger()))))
-        else:
-            conditions.append(_o.c.shard.in_(bindparam("shards", expanding=True)))
-    # The limit is rendered inline: with ``LIMIT $n`` a prepared (generic) plan is costed as if it
-    # returned a tenth of the table, which on PostgreSQL can cross ``jit_above_cost`` and spend tens of
-    # milliseconds compiling every claim. The relay uses one batch size, so the text stays stable.
-    limit: BindParameter[int] = bindparam("limit", type_=Integer(), literal_execute=True)
+        conditions.append(_o.c.shard.in_(bindparam("shards", expanding=True)))
+    limit: BindParameter[int] = bindparam("limit", type_=Integer())
     return select(*_RECORD_COLUMNS).where(and_(*conditions)).order_by(_o.c.id).limit(limit)
 
 
 @lru_cache(maxsize=32)
 def pg_claim_sql(shard_filter: bool, limit: int) -> str:
-    """The PostgreSQL claim as SQL text (what :func:`_claim_statement` says, written out for the driver).
+    """The claim on PostgreSQL, as SQL text sent through the driver (no per-row type processing).
 
-    The limit is inline (see :func:`_claim_statement`); ``%(now)s`` and ``%(shards)s`` are parameters.
+    * State tests are literals, never parameters, so prepared (generic) plans still match the partial
+      indexes' ``WHERE`` clauses.
+    * The limit is inline: with ``LIMIT $n`` a generic plan is costed as if it returned a tenth of the
+      table, which can cross ``jit_above_cost`` and spend tens of milliseconds compiling every claim.
+      The relay uses one batch size, so the text stays stable.
+    * ``OFFSET 0`` keeps PostgreSQL from turning NOT EXISTS into an anti-join. As a join it is planned
+      from a row estimate of the tiny, fast-changing retry set and can become a nested loop over claim x
+      retry rows, which explodes during a broker outage when thousands of keys wait. As a correlated
+      subplan it is one probe of the retry index per candidate row, whatever its size.
+    * The shards are one array parameter: the same text for any shard set.
     """
     shard_clause = "  AND o.shard = ANY(CAST(%(shards)s AS SMALLINT[]))\n" if shard_filter else ""
     return (
@@ -281,8 +273,8 @@ class SqlOutboxStore:
         self._dialect = engine.dialect.name
         if self._dialect not in ("postgresql", "sqlite"):
             raise ValueError(f"the outbox supports PostgreSQL and SQLite, not {self._dialect}")
-        self._claim_all = _claim_statement(self._dialect, shard_filter=False)
-        self._claim_shards = _claim_statement(self._dialect, shard_filter=True)
+        self._claim_all = _sqlite_claim_statement(shard_filter=False)
+        self._claim_shards = _sqlite_claim_statement(shard_filter=True)
         self._backlog = _backlog_statement()
 
     @classmethod
