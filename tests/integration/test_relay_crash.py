@@ -76,3 +76,43 @@ def test_sigkill_mid_batch_then_restart_loses_nothing(
 def published(engine: sa.Engine) -> int:
     """How many rows are marked published."""
     return state_counts(engine).get("published", 0)
+
+
+def test_a_surviving_relay_takes_over_the_shards_of_a_killed_one(
+    pg_url: str, kafka_bootstrap: str, new_topic: Callable[..., str], kcat_consume: Consume
+) -> None:
+    """Two relay processes share the shards; after one is killed with SIGKILL the other takes its shards
+    over (advisory locks die with the session) and publishes everything, in per-key order."""
+    topic = new_topic(partitions=3)
+    engine = migrated_engine(pg_url)
+    expected: dict[str, list[str]] = {}
+
+    def commit(chunk: int) -> None:
+        events = [payment_event(f"pay-{n % 80:03d}", chunk * 200 + n) for n in range(200)]
+        for event, event_id in zip(events, write(engine, topic, events), strict=True):
+            expected.setdefault(event.payment_id, []).append(event_id)
+
+    survivor = start_relay_process(pg_url, kafka_bootstrap, "--batch-size", "100")
+    victim = start_relay_process(pg_url, kafka_bootstrap, "--batch-size", "100")
+    try:
+        for chunk in range(5):
+            commit(chunk)
+        wait_for(lambda: published(engine) >= 200, 60, "both relays to make progress")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(30)
+        for chunk in range(5, 15):
+            commit(chunk)
+        total = sum(len(v) for v in expected.values())
+        wait_for(lambda: published(engine) == total, 90, "the survivor to publish everything")
+    finally:
+        for process in (victim, survivor):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=60)
+        engine.dispose()
+    assert survivor.returncode == 0
+    messages = kcat_consume(topic, total, timeout=60)
+    report = check_order(messages, expected)
+    print(f"takeover: {total} events, {len(messages)} messages, {report.duplicates} duplicates")
+    assert report.missing == []
+    assert report.order_violations == []
