@@ -601,6 +601,22 @@ def run_demo(
     return report
 
 
+def _require_broker(settings: Settings, timeout: float = 5.0) -> None:
+    """Fail fast, with the fix in the message, when no broker answers."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from payment_events.errors import TransientPublishError
+
+    try:
+        AdminClient(settings.kafka_config()).list_topics(timeout=timeout)
+    except KafkaException:
+        raise TransientPublishError(
+            f"no Kafka broker answers at {settings.kafka_bootstrap_servers}: start the local services with "
+            "`scripts/services up` (or `make run`), or point --kafka-bootstrap-servers at your cluster"
+        ) from None
+
+
 def _prepare(settings: Settings, say: _Printer) -> tuple[Engine, list[str]]:
     """Upgrade the outbox schema, ensure the topics, create the demo tables; return the engine, topics."""
     from payment_events.cli import prepare_topics
@@ -614,6 +630,7 @@ def _prepare(settings: Settings, say: _Printer) -> tuple[Engine, list[str]]:
     )
     say.line(f"outbox database : {_mask(settings.database_url)}")
     say.line(f"kafka           : {settings.kafka_bootstrap_servers}")
+    _require_broker(settings)
     migrate.upgrade(settings.database_url)
     statuses = prepare_topics(settings)
     say.line(f"topics          : {', '.join(s.name + (' (created)' if s.created else '') for s in statuses)}")
