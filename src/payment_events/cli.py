@@ -12,6 +12,7 @@ confluent_kafka) are imported inside the commands so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -24,6 +25,9 @@ from payment_events import config as cfg
 from payment_events.errors import ConfigurationError, PaymentEventsError
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from payment_events.health import HealthServer, HealthState
     from payment_events.kafka_admin import TopicStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -199,7 +203,7 @@ def serve_relay(settings: cfg.Settings) -> int:
     import threading
 
     from payment_events.alerts import AlertingObserver, WebhookNotifier
-    from payment_events.health import HealthServer, HealthState, ProbeSink, ReachabilityProbe
+    from payment_events.health import HealthState, ProbeSink, ReachabilityProbe
     from payment_events.logs import get_logger
     from payment_events.metrics import FanOutObserver, PrometheusObserver
     from payment_events.outbox import migrate
@@ -208,69 +212,76 @@ def serve_relay(settings: cfg.Settings) -> int:
     log = get_logger("payment_events.cli")
     migrate.check(settings.database_url)
     prepare_topics(settings)
-
-    metrics = PrometheusObserver()
-    state = HealthState(settings.health_liveness_timeout)
-    webhook = settings.alert_webhook()
-    notifier = WebhookNotifier(webhook).start() if webhook else None
-    alerts = AlertingObserver(
-        oldest_pending_age=settings.alert_oldest_pending_age,
-        broker_unreachable=settings.alert_broker_unreachable,
-        cooldown=settings.alert_cooldown,
-        sink=notifier,
-    )
-    observer = FanOutObserver(metrics, alerts, state)
-    relay = build_relay(
-        settings.database_url,
-        settings.kafka_bootstrap_servers,
-        settings.to_relay_config(),
-        observer=observer,
-    )
-    if settings.database_url.startswith("sqlite"):
-        observer.shards_owned(settings.relay_shard_count)  # one relay owns every shard on SQLite
-    server = (
-        HealthServer(state, metrics.registry, settings.metrics_host, settings.metrics_port).start()
-        if settings.metrics_enabled
-        else None
-    )
-    checks = _Checks(settings)
-    probe = ReachabilityProbe(
-        ProbeSink(state, metrics, alerts),
-        broker_check=checks.broker,
-        database_check=checks.database,
-        interval=_PROBE_INTERVAL_SECONDS,
-    ).start()
-
-    def on_signal(signum: int, frame: object) -> None:
-        state.stopping()
-        relay.stop()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    log.info(
-        "relay.serving",
-        database=cfg.mask_url(settings.database_url),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        metrics_port=server.port if server else None,
-        shard_count=settings.relay_shard_count,
-    )
-    try:
-        relay.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        probe.stop()
-        checks.close()
+    with contextlib.ExitStack() as stack:  # everything started below is stopped in reverse order
+        metrics = PrometheusObserver()
+        state = HealthState(settings.health_liveness_timeout)
+        server = _health_server(settings, state, metrics.registry) if settings.metrics_enabled else None
         if server is not None:
-            server.stop()
+            stack.callback(server.stop)
+        webhook = settings.alert_webhook()
+        notifier = WebhookNotifier(webhook).start() if webhook else None
         if notifier is not None:
-            notifier.close(timeout=10.0)
-        log.info("relay.exited")
+            stack.callback(notifier.close, 10.0)
+        alerts = AlertingObserver(
+            oldest_pending_age=settings.alert_oldest_pending_age,
+            broker_unreachable=settings.alert_broker_unreachable,
+            cooldown=settings.alert_cooldown,
+            sink=notifier,
+        )
+        observer = FanOutObserver(metrics, alerts, state)
+        relay = build_relay(
+            settings.database_url,
+            settings.kafka_bootstrap_servers,
+            settings.to_relay_config(),
+            observer=observer,
+        )
+        if settings.database_url.startswith("sqlite"):
+            observer.shards_owned(settings.relay_shard_count)  # one relay owns every shard on SQLite
+        checks = _Checks(settings)
+        stack.callback(checks.close)
+        probe = ReachabilityProbe(
+            ProbeSink(state, metrics, alerts),
+            broker_check=checks.broker,
+            database_check=checks.database,
+            interval=_PROBE_INTERVAL_SECONDS,
+        ).start()
+        stack.callback(probe.stop)
+
+        def on_signal(signum: int, frame: object) -> None:
+            state.stopping()  # /readyz turns false at once; the relay finishes its cycle and exits
+            relay.stop()
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                stack.callback(signal.signal, sig, signal.signal(sig, on_signal))
+        log.info(
+            "relay.serving",
+            database=cfg.mask_url(settings.database_url),
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            metrics_port=server.port if server else None,
+            shard_count=settings.relay_shard_count,
+            settings=settings.masked(),
+        )
+        relay.run()
+    log.info("relay.exited")
     return EXIT_OK
 
 
 _PROBE_INTERVAL_SECONDS = 5.0
+
+
+def _health_server(settings: cfg.Settings, state: HealthState, registry: CollectorRegistry) -> HealthServer:
+    """Start the HTTP server; a port in use or a bad address is a configuration error (exit 2)."""
+    from payment_events.health import HealthServer
+
+    try:
+        return HealthServer(state, registry, settings.metrics_host, settings.metrics_port).start()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+            f"({exc.strerror or exc}): choose another address with --metrics-host/--metrics-port "
+            f"({cfg.env_var('metrics_port')}), or --no-metrics-enabled"
+        ) from None
 
 
 class _Checks:
