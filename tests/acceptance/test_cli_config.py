@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,28 @@ def test_help_lists_commands_and_no_secret_flags(tmp_path: Path) -> None:
     assert "PAYMENT_EVENTS_RELAY_BATCH_SIZE" in relay_help.stdout
     assert "password" not in relay_help.stdout.lower()
     assert "--alert-webhook-url" not in relay_help.stdout
+
+
+def test_relay_refuses_a_metrics_port_in_use_and_an_unmigrated_database(
+    tmp_path: Path, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """relay exits 1 naming `db upgrade` on an unmigrated database, and 2 when its metrics port is taken."""
+    topic, dlq = new_topic(partitions=1), new_topic(partitions=1)
+    env = cli_env(
+        database_url=f"sqlite:///{tmp_path / 'outbox.db'}",
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic=topic,
+        dlq_topic=dlq,
+    )
+    unmigrated = run_cli("relay", env=env, cwd=tmp_path)
+    assert unmigrated.returncode == 1
+    assert "payment-events db upgrade" in unmigrated.stderr
+    assert run_cli("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run_cli("relay", "--metrics-port", str(port), env=env, cwd=tmp_path)
+    assert busy.returncode == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in busy.stderr
+    assert "Traceback" not in busy.stderr
