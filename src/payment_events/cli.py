@@ -202,6 +202,8 @@ def serve_relay(settings: cfg.Settings) -> int:
     import signal
     import threading
 
+    from prometheus_client import disable_created_metrics
+
     from payment_events.alerts import AlertingObserver, WebhookNotifier
     from payment_events.health import HealthState, ProbeSink, ReachabilityProbe
     from payment_events.logs import get_logger
@@ -212,6 +214,7 @@ def serve_relay(settings: cfg.Settings) -> int:
     log = get_logger("payment_events.cli")
     migrate.check(settings.database_url)
     prepare_topics(settings)
+    disable_created_metrics()  # no *_created series: they double the scrape size and nobody graphs them
     with contextlib.ExitStack() as stack:  # everything started below is stopped in reverse order
         metrics = PrometheusObserver()
         state = HealthState(settings.health_liveness_timeout)
