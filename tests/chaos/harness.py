@@ -384,8 +384,9 @@ class ProgressWatch:
         return out
 
 
-def wait_drained(database_url: str, timeout: float) -> float:
-    """Wait until the outbox holds no pending row (the relays caught up); return seconds waited."""
+def wait_drained(database_url: str, timeout: float, relays: Sequence[RelayProcess] = ()) -> float:
+    """Wait until the outbox holds no pending row (the relays caught up); return seconds waited. Gives
+    up early when every one of ``relays`` has died on its own (nothing would drain the outbox)."""
     started = time.monotonic()
     engine = sa.create_engine(database_url, pool_pre_ping=True)
     query = sa.select(sa.func.count()).select_from(outbox_table).where(outbox_table.c.state == "pending")
@@ -397,6 +398,8 @@ def wait_drained(database_url: str, timeout: float) -> float:
                         break
             except sa.exc.OperationalError:
                 pass
+            if relays and not any(r.alive for r in relays):
+                break
             time.sleep(0.5)
     finally:
         engine.dispose()
@@ -455,6 +458,7 @@ def verdict(
     *,
     expected_dead: int = 0,
     recoveries: Sequence[float] = (),
+    relays: Sequence[RelayProcess] = (),
 ) -> ScenarioResult:
     """Audit the topics against the ledger, cross-check with kcat and the writers' own log, and fill in
     ``result``: committed, delivered, lost, duplicates, order violations, pass/fail."""
@@ -491,6 +495,10 @@ def verdict(
         result.notes.append(f"dead={t.dead} expected {expected_dead}")
     if t.ledger_mismatches or t.unknown:
         result.notes.append(f"ledger_mismatches={t.ledger_mismatches} unknown={t.unknown}")
+    for relay in relays:
+        relay.terminate()
+        if relay.unexpected_exits:
+            result.notes.append(f"{relay.name} exited on its own {relay.unexpected_exits}: {relay.log_path}")
     if writes.uncertain:
         result.notes.append(f"{len(writes.uncertain)} writes with unknown commit outcome")
     result.passed = (

@@ -55,23 +55,37 @@ def relay_sigkill(scale: Scale) -> ScenarioResult:
             keys_per_writer=100,
         )
         rnd = random.Random(11)
+        startups: list[float] = []
         with ProgressWatch(SHARED_KAFKA, topic) as watch:
             relay.start(wait=True)
             writers.start()
-            next_kill = time.monotonic() + rnd.uniform(*scale.kill_every)
+            next_kill: float | None = time.monotonic() + rnd.uniform(*scale.kill_every)
+            started_at = 0.0
             while writers.alive:
                 time.sleep(0.1)
-                if time.monotonic() >= next_kill:
+                now = time.monotonic()
+                if next_kill is None and relay.ready:
+                    # The next kill is timed from the moment the new process reached its loop: killing a
+                    # process still importing its modules would test nothing.
+                    startups.append(now - started_at)
+                    next_kill = now + rnd.uniform(*scale.kill_every)
+                if next_kill is not None and now >= next_kill:
                     relay.kill()
                     relay.start()
+                    started_at = time.monotonic()
                     watch.fault_ended()
-                    next_kill = time.monotonic() + rnd.uniform(*scale.kill_every)
+                    next_kill = None
             writers.join()
-            wait_drained(url, scale.drain_timeout)
+            wait_drained(url, scale.drain_timeout, [relay])
         relay.terminate()
-        verdict(result, url, SHARED_KAFKA, [topic], writers.log, recoveries=watch.recoveries())
+        verdict(
+            result, url, SHARED_KAFKA, [topic], writers.log, recoveries=watch.recoveries(), relays=[relay]
+        )
     bound = relay.kills * int(options["batch_size"])
-    result.notes.insert(0, f"kills={relay.kills}, duplicate bound={bound}")
+    result.notes.insert(
+        0,
+        f"kills={relay.kills}, duplicate bound={bound}, restart to loop max {max(startups, default=0):.1f}s",
+    )
     if result.duplicates > bound:
         result.passed = False
         result.notes.append("duplicates above the in-flight bound")
@@ -114,9 +128,9 @@ def several_relays(scale: Scale) -> ScenarioResult:
             for i in list(down):
                 relays[i].start()
             writers.join()
-            wait_drained(url, scale.drain_timeout)
+            wait_drained(url, scale.drain_timeout, relays)
         _stop_all(relays)
-        verdict(result, url, SHARED_KAFKA, [topic], writers.log, recoveries=watch.recoveries())
+        verdict(result, url, SHARED_KAFKA, [topic], writers.log, recoveries=watch.recoveries(), relays=relays)
     result.notes.insert(0, f"kills={sum(r.kills for r in relays)}")
     return result
 
@@ -139,9 +153,11 @@ def pg_terminate(scale: Scale) -> ScenarioResult:
                 if k == 0 and terminated == 0:
                     result.notes.append("no relay session found to terminate")
             writers.join()
-            wait_drained(url, scale.drain_timeout)
+            wait_drained(url, scale.drain_timeout, [relay])
         code = relay.terminate()
-        verdict(result, url, SHARED_KAFKA, [topic], writers.log, recoveries=watch.recoveries())
+        verdict(
+            result, url, SHARED_KAFKA, [topic], writers.log, recoveries=watch.recoveries(), relays=[relay]
+        )
     result.notes.insert(0, f"sessions terminated={terminated}, relay exit={code}")
     _require_recovery(result, scale, len(watch.fault_ends))
     if terminated == 0 or relay.unexpected_exits:
@@ -165,9 +181,11 @@ def pg_restart(scale: Scale) -> ScenarioResult:
                 outages.append(restart_postgres_immediate())
                 watch.fault_ended()
             writers.join()
-            wait_drained(url, scale.drain_timeout)
+            wait_drained(url, scale.drain_timeout, [relay])
         code = relay.terminate()
-        verdict(result, url, SHARED_KAFKA, [topic], writers.log, recoveries=watch.recoveries())
+        verdict(
+            result, url, SHARED_KAFKA, [topic], writers.log, recoveries=watch.recoveries(), relays=[relay]
+        )
     result.notes.insert(
         0, f"restarts={len(outages)} (server down {max(outages, default=0):.1f}s), relay exit={code}"
     )
@@ -205,9 +223,9 @@ def visibility_gap(scale: Scale) -> ScenarioResult:
         writers.start()
         writers.join()
         holder.join(scale.hold_seconds + 30)
-        wait_drained(url, scale.drain_timeout)
+        wait_drained(url, scale.drain_timeout, [relay])
         relay.terminate()
-        verdict(result, url, SHARED_KAFKA, [topic], writers.log)
+        verdict(result, url, SHARED_KAFKA, [topic], writers.log, relays=[relay])
         engine = sa.create_engine(url)
         try:
             with engine.connect() as conn:
@@ -253,7 +271,7 @@ def poison(scale: Scale, kinds: tuple[str, ...] = POISON_KINDS) -> ScenarioResul
         time.sleep(1.0)
         poison_ids, followers = _insert_poison(url, topic, kinds)
         writers.join()
-        wait_drained(url, scale.drain_timeout)
+        wait_drained(url, scale.drain_timeout, [relay])
         alive = relay.alive
         relay.terminate()
         writers.log.committed.extend(followers)
@@ -264,6 +282,7 @@ def poison(scale: Scale, kinds: tuple[str, ...] = POISON_KINDS) -> ScenarioResul
             [topic],
             writers.log,
             expected_dead=len([k for k in kinds if k != "illegal-topic"]),
+            relays=[relay],
         )
         engine = sa.create_engine(url)
         try:

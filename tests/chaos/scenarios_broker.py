@@ -57,9 +57,9 @@ def broker_kill(scale: Scale, broker: ThrowawayBroker) -> ScenarioResult:
             boot = broker.wait_ready()
             watch.fault_ended()
             writers.join()
-            wait_drained(url, scale.drain_timeout)
+            wait_drained(url, scale.drain_timeout, [relay])
         relay.terminate()
-        verdict(result, url, bootstrap, [topic], writers.log, recoveries=watch.recoveries())
+        verdict(result, url, bootstrap, [topic], writers.log, recoveries=watch.recoveries(), relays=[relay])
     result.notes.insert(0, f"broker down {scale.broker_down_seconds + boot:.1f}s (boot {boot:.1f}s)")
     if relay.unexpected_exits:
         result.passed = False
@@ -100,9 +100,9 @@ def network_faults(scale: Scale, proxy: FaultProxy, broker: ThrowawayBroker) -> 
             proxy.heal()
             watch.fault_ended()
             writers.join()
-            wait_drained(url, scale.drain_timeout)
+            wait_drained(url, scale.drain_timeout, [relay])
         relay.terminate()
-        verdict(result, url, bootstrap, [topic], writers.log, recoveries=watch.recoveries())
+        verdict(result, url, bootstrap, [topic], writers.log, recoveries=watch.recoveries(), relays=[relay])
     result.notes.insert(
         0,
         f"latency 300ms 5s, {resets} connections reset, responses blackholed "
@@ -152,9 +152,9 @@ def leader_failover(scale: Scale) -> ScenarioResult:
                 time.sleep(4)
                 cluster.start(victim)
             writers.join()
-            wait_drained(url, scale.drain_timeout)
+            wait_drained(url, scale.drain_timeout, [relay])
         relay.terminate()
-        verdict(result, url, bootstrap, [topic], writers.log, recoveries=watch.recoveries())
+        verdict(result, url, bootstrap, [topic], writers.log, recoveries=watch.recoveries(), relays=[relay])
     result.notes.insert(0, f"leaders killed: nodes {killed}")
     if relay.unexpected_exits:
         result.passed = False
