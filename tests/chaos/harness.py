@@ -247,7 +247,8 @@ class RelayProcess:
         self._check_exit()
         marker = self._READY
         seen = self._ready_mark = self._log_text().count(marker)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # This checkout's code (src first), so a suite run from an exported snapshot tests that snapshot.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 [
