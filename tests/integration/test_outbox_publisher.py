@@ -214,3 +214,19 @@ def test_refund_event_is_keyed_by_its_partition_key(engine: Engine) -> None:
     [record] = SqlOutboxStore(engine).claim(None, 10, datetime.now(UTC))
     assert record.key == encode(refund).key
     assert record.shard == shard_for(record.key)
+
+
+def test_notify_interval_rate_limits_notifications_per_process(
+    engine: Engine, listener: psycopg.Connection[tuple[object, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With notify_interval, only the first transaction in the interval notifies; every row is written."""
+    from payment_events.outbox import publisher as publisher_module
+
+    monkeypatch.setattr(publisher_module, "_last_notify", [float("-inf")])
+    with engine.begin() as conn:
+        OutboxPublisher(conn, notify_interval=60).publish(succeeded("pay_1"))
+    assert exactly_one_notification(listener)
+    with engine.begin() as conn:
+        OutboxPublisher(conn, notify_interval=60).publish(succeeded("pay_2"))
+    assert notifications(listener, 0.5) == 0
+    assert count(engine) == 2

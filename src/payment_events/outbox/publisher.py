@@ -9,10 +9,17 @@ On PostgreSQL the same statement also calls ``pg_notify('payment_events_outbox',
 delivers it only when the transaction commits and folds identical notifications of one transaction into
 one, so the relay wakes right after the commit without any extra round trip. ``notify=False`` turns it
 off (the relay still polls).
+
+PostgreSQL serializes the commits of notifying transactions on one lock, which costs concurrent
+writers throughput (measured here: about a third of the commit rate with 8 writer threads).
+``notify_interval`` bounds that: with ``notify_interval=0.01`` at most one transaction per 10 ms and
+per process notifies; the others commit without the lock and their rows are found by the relay's next
+wake-up (usually the next notifying commit, at worst its poll interval).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -69,6 +76,10 @@ _PG_INSERT_AND_NOTIFY = (
 _PG_NOTIFY = "SELECT pg_notify(%s, '')"
 
 
+_last_notify = [float("-inf")]
+"""Monotonic time of this process's last notifying publish (shared by all publishers)."""
+
+
 @lru_cache(maxsize=64)
 def _insert_sql(dialect: str, rows: int) -> str:
     row = _PG_ROW if dialect == "postgresql" else _SQLITE_ROW
@@ -90,8 +101,9 @@ class OutboxPublisher(PublishMethodsMixin):
     ``router`` maps an event type to its topic at write time: any callable ``(event_type) -> topic`` or
     a :class:`~payment_events.topics.TopicRouter`; default: every event to ``payment.events``.
     ``shard_count`` must equal the relays' (default 64; change it only with an empty outbox).
-    ``notify`` wakes PostgreSQL relays on commit (ignored on SQLite). ``clock`` and ``encoder`` exist
-    for tests and benchmarks.
+    ``notify`` wakes PostgreSQL relays on commit (ignored on SQLite); ``notify_interval`` (seconds, default
+    0: every transaction) lets at most one publish per interval and per process notify (see the module
+    docstring for why). ``clock`` and ``encoder`` exist for tests and benchmarks.
 
     Errors: a missing outbox table raises :class:`~payment_events.errors.MigrationRequiredError`; a second
     event with the same ``eventId`` raises :class:`~payment_events.errors.StoreError`. Any other database
@@ -107,6 +119,7 @@ class OutboxPublisher(PublishMethodsMixin):
         shard_count: int = DEFAULT_SHARD_COUNT,
         notify: bool = True,
         notify_channel: str = NOTIFY_CHANNEL,
+        notify_interval: float = 0.0,
         clock: Callable[[], datetime] = _utc_now,
         encoder: Callable[[PaymentEvent], EncodedEvent] | None = None,
     ) -> None:
@@ -123,6 +136,9 @@ class OutboxPublisher(PublishMethodsMixin):
         self._shard_count = validate_shard_count(shard_count)
         self._notify = notify
         self._channel = notify_channel
+        if notify_interval < 0:
+            raise ValueError("notify_interval must be >= 0 seconds")
+        self._notify_interval = notify_interval
         self._clock = clock
         if encoder is None:
             from payment_events.codec import encode
@@ -167,7 +183,7 @@ class OutboxPublisher(PublishMethodsMixin):
             )
             for item in encoded
         ]
-        notify = self._notify and dialect == "postgresql"
+        notify = self._notify and dialect == "postgresql" and self._notify_due()
         try:
             if len(rows) == 1 and notify:
                 conn.exec_driver_sql(_PG_INSERT_AND_NOTIFY, (*rows[0], self._channel))
@@ -187,3 +203,13 @@ class OutboxPublisher(PublishMethodsMixin):
                     "an event with this eventId is already in the outbox; publish each event once"
                 ) from exc
             raise
+
+    def _notify_due(self) -> bool:
+        """Whether this publish should notify (always, unless ``notify_interval`` rate-limits it)."""
+        if self._notify_interval <= 0:
+            return True
+        now = time.monotonic()
+        if now - _last_notify[0] < self._notify_interval:
+            return False
+        _last_notify[0] = now  # a race between threads only costs one extra notification
+        return True
