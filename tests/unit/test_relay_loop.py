@@ -30,9 +30,11 @@ def make_relay(
 
 
 def run_until_settled(relay: Relay, store: FakeStore, clock: FakeClock, max_rounds: int = 500) -> None:
-    """Run cycles, moving the clock past any backoff, until no row is pending."""
+    """Run cycles, moving the clock past any backoff, until no row is pending (and nothing in flight)."""
     for _ in range(max_rounds):
         if not any(r.state == PENDING for r in store.rows.values()):
+            relay.drain(max_cycles=1)  # completes whatever a pipelined relay still has in flight
+            assert not any(r.state == PENDING for r in store.rows.values())
             return
         relay.run_once()
         clock.advance(120)
@@ -46,10 +48,14 @@ behaviours = st.sampled_from(["ok", "ok", "ok", "transient", "permanent", "lost"
 @given(
     keys=st.lists(st.sampled_from([b"k1", b"k2", b"k3", b"k4", b"k5"]), min_size=1, max_size=40),
     script=st.lists(behaviours, max_size=200),
+    pipeline=st.booleans(),
 )
-def test_no_loss_and_ledger_order_with_any_broker_behaviour(keys: list[bytes], script: list[str]) -> None:
+def test_no_loss_and_ledger_order_with_any_broker_behaviour(
+    keys: list[bytes], script: list[str], pipeline: bool
+) -> None:
     """Whatever the broker does per message (ack, fail, lose, ack silently), every row ends published
-    (at an offset holding exactly that event) or dead, and per key the ledger's offsets follow id order."""
+    (at an offset holding exactly that event) or dead, and per key the ledger's offsets follow id order;
+    sequential or pipelined."""
     clock = FakeClock()
     store = FakeStore(clock)
     for key in keys:
@@ -60,7 +66,7 @@ def test_no_loss_and_ledger_order_with_any_broker_behaviour(keys: list[bytes], s
         return next(moves, "ok")  # after the script the broker behaves
 
     producer = FakeProducer(decide)
-    relay, _ = make_relay(store, producer, clock, max_attempts=3)
+    relay, _ = make_relay(store, producer, clock, max_attempts=3, pipeline=pipeline)
     run_until_settled(relay, store, clock)
     by_pos = {(m.partition, m.offset): m for m in producer.topic(TOPIC)}
     for row in store.rows.values():
@@ -79,11 +85,12 @@ def test_no_loss_and_ledger_order_with_any_broker_behaviour(keys: list[bytes], s
 
 @settings(max_examples=150, deadline=None)
 @given(
-    keys=st.lists(st.sampled_from([b"k1", b"k2", b"k3"]), min_size=1, max_size=30),
+    keys=st.lists(st.sampled_from([b"k1", b"k2", b"k3", b"k4"]), min_size=1, max_size=30),
     script=st.lists(st.sampled_from(["ok", "ok", "transient", "lost", "permanent"]), max_size=120),
+    pipeline=st.booleans(),
 )
 def test_first_deliveries_keep_per_key_order_when_failures_are_in_order(
-    keys: list[bytes], script: list[str]
+    keys: list[bytes], script: list[str], pipeline: bool
 ) -> None:
     """With librdkafka's per-partition behaviour (once a key's message fails in a batch, its later ones
     fail too), the first delivery of each event on the topic follows id order per key; dead ones are
@@ -91,7 +98,7 @@ def test_first_deliveries_keep_per_key_order_when_failures_are_in_order(
     clock = FakeClock()
     store = FakeStore(clock)
     for key in keys:
-        store.add(key)
+        store.add(key, shard=key[-1] % 2)
     moves = iter(script)
     failed_keys: set[bytes] = set()
     batch_marker = [0]
@@ -108,7 +115,7 @@ def test_first_deliveries_keep_per_key_order_when_failures_are_in_order(
         return move
 
     producer = FakeProducer(decide)
-    relay, _ = make_relay(store, producer, clock, max_attempts=None)
+    relay, _ = make_relay(store, producer, clock, max_attempts=None, pipeline=pipeline)
     run_until_settled(relay, store, clock)
     first_seen: list[str] = []
     for message in producer.topic(TOPIC):
@@ -261,3 +268,36 @@ def test_run_stops_gracefully_releases_leases_and_closes_producer() -> None:
     assert False in observer.db
     assert observer.db[-1] is True
     assert observer.published_counts == [("PaymentSucceeded", TOPIC, 5)]
+
+
+def test_pipelined_relay_keeps_two_batches_in_flight_over_disjoint_shards() -> None:
+    """With pipeline on, a batch of each shard group is in flight at once and every row is published."""
+    clock = FakeClock()
+    store = FakeStore(clock)
+    for n in range(40):
+        store.add(bytes([n % 10]), shard=n % 2)
+    producer = FakeProducer()
+    relay, _ = make_relay(store, producer, clock, pipeline=True)
+    assert relay.drain() == 40
+    assert producer.max_in_flight == 2
+    assert store.states() == {PUBLISHED: 40}
+
+
+def test_pipelined_relay_resolves_in_flight_batches_before_stopping() -> None:
+    """run() with pipeline on: after stop() nothing is left in flight and every row is marked."""
+    clock = FakeClock()
+    store = FakeStore(clock)
+    for n in range(30):
+        store.add(bytes([n % 6]), shard=n % 2)
+    producer = FakeProducer()
+    config = RelayConfig(batch_size=4, poll_interval_seconds=0.01, pipeline=True)
+    relay = Relay(store, producer, config, leases=FakeLeases(frozenset({0, 1})), clock=clock)
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while store.states().get(PUBLISHED, 0) < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    relay.stop()
+    thread.join(timeout=10)
+    assert store.states() == {PUBLISHED: 30}
+    assert producer.in_flight == 0

@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-count", type=int, default=RelayConfig.shard_count)
     parser.add_argument("--lease-refresh", type=float, default=RelayConfig.lease_refresh_seconds)
     parser.add_argument("--backoff-cap", type=float, default=RelayConfig.backoff_cap_seconds)
+    parser.add_argument("--pipeline", action="store_true", help="two batches in flight (shard groups)")
     parser.add_argument("--producer-config", default="{}", help="JSON object of librdkafka overrides")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         shard_count=args.shard_count,
         lease_refresh_seconds=args.lease_refresh,
         backoff_cap_seconds=args.backoff_cap,
+        pipeline=args.pipeline,
         producer_overrides=json.loads(args.producer_config),
     )
     run_relay(args.database_url, args.bootstrap_servers, config)

@@ -100,6 +100,23 @@ def translate_error(error: KafkaError) -> DeliveryError:
     )
 
 
+class SentBatch:
+    """A batch handed to librdkafka whose delivery reports are still coming in."""
+
+    __slots__ = ("outcomes", "pending", "raw")
+
+    def __init__(self, size: int) -> None:
+        self.raw: list[Any] = [None] * size
+        self.outcomes: list[Outcome] = [None] * size
+        self.pending = [size]
+        """Messages without a report yet (a one-element list: the delivery callbacks decrement it)."""
+
+    @property
+    def done(self) -> bool:
+        """True once every message has its report."""
+        return self.pending[0] <= 0
+
+
 class KafkaBatchProducer:
     """A :class:`~payment_events.relay.ports.BatchProducer` over one librdkafka producer.
 
@@ -148,12 +165,15 @@ class KafkaBatchProducer:
         return self._fatal
 
     def rebuild(self) -> None:
-        """Replace the producer with a fresh one (after a fatal error or lost delivery reports)."""
+        """Replace the producer with a fresh one (after a fatal error or a purge at a deadline).
+
+        Whatever the old producer still holds is purged and its reports served first, so a batch
+        still waiting on it gets its (failed) outcomes instead of waiting for reports that never come.
+        """
         old = self._producer
         try:
-            old.purge(in_queue=True, in_flight=True, blocking=False)
-            old.poll(0)
-            old.flush(0)
+            old.purge(in_queue=True, in_flight=True, blocking=True)
+            old.flush(1.0)
         except Exception:  # noqa: BLE001 - a broken producer may fail to purge; it is dropped anyway
             log.debug("purging the old producer failed", extra={"event": "relay.producer_purge_failed"})
         self._producer = self._new_producer()
@@ -169,21 +189,40 @@ class KafkaBatchProducer:
         If reports are still outstanding at the deadline, every outstanding message is purged at once
         (reported as ``_PURGE_QUEUE`` / ``_PURGE_INFLIGHT``, i.e. retry) and a fresh producer is built.
         """
+        return self.wait(self.send(messages), timeout)
+
+    def send(self, messages: Sequence[Producible]) -> SentBatch:
+        """Hand ``messages`` to librdkafka and return at once; :meth:`wait` collects the outcomes.
+
+        Several batches may be in flight; the relay keeps their keys apart (disjoint shards).
+        """
         if self._fatal is not None:
             self.rebuild()
-        outcomes: list[Outcome] = [None] * len(messages)
-        raw = self._enqueue(messages, outcomes)
-        remaining = self._wait(timeout)
-        if remaining > 0:
+        batch = SentBatch(len(messages))
+        self._enqueue(messages, batch)
+        return batch
+
+    def wait(self, batch: SentBatch, timeout: float) -> list[Outcome]:
+        """Serve delivery reports until every message of ``batch`` has one or ``timeout`` s passed; at
+        the deadline purge everything outstanding (this batch's and any other's) and rebuild."""
+        deadline = time.monotonic() + timeout
+        poll = self._producer.poll
+        while batch.pending[0] > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            poll(min(left, 0.05))
+        if batch.pending[0] > 0:
             log.warning(
                 "delivery reports outstanding at the deadline; purging them and rebuilding the producer",
-                extra={"event": "relay.reports_missing", "count": remaining},
+                extra={"event": "relay.reports_missing", "count": batch.pending[0]},
             )
             self._purge_outstanding()
-        self._collect(raw, outcomes)
-        if remaining > 0:
+            self._collect(batch)
             self.rebuild()
-        return outcomes
+        else:
+            self._collect(batch)
+        return batch.outcomes
 
     def _purge_outstanding(self) -> None:
         """Fail every queued and in-flight message now and serve their reports.
@@ -200,15 +239,18 @@ class KafkaBatchProducer:
         except Exception:  # noqa: BLE001 - a broken client may refuse; its rows stay pending (None)
             log.debug("purging outstanding messages failed", extra={"event": "relay.purge_failed"})
 
-    def _enqueue(self, messages: Sequence[Producible], outcomes: list[Outcome]) -> list[Any]:
-        """Hand every message to librdkafka; synchronous refusals go straight into ``outcomes``."""
+    def _enqueue(self, messages: Sequence[Producible], batch: SentBatch) -> None:
+        """Hand every message to librdkafka; synchronous refusals go straight into the outcomes."""
         producer = self._producer
         produce = producer.produce
-        raw: list[Any] = [None] * len(messages)
+        raw = batch.raw
+        pending = batch.pending
+        outcomes = batch.outcomes
         for i, message in enumerate(messages):
 
             def on_delivery(err: Any, msg: Any, i: int = i) -> None:
                 raw[i] = (err, msg)
+                pending[0] -= 1
 
             while True:
                 try:
@@ -224,24 +266,18 @@ class KafkaBatchProducer:
                     producer.poll(0.05)  # the local queue is full: serve reports to make room
                 except KafkaException as exc:
                     outcomes[i] = translate_error(exc.args[0])
+                    pending[0] -= 1
                     break
                 except (TypeError, ValueError) as exc:
                     outcomes[i] = DeliveryError("SERIALIZATION", type(exc).__name__)
+                    pending[0] -= 1
                     break
-        return raw
 
-    def _wait(self, timeout: float) -> int:
-        """Serve delivery reports until none is outstanding or ``timeout`` passed; return how many lack."""
-        deadline = time.monotonic() + timeout
-        remaining: int = self._producer.flush(max(0.0, timeout))
-        while remaining > 0 and time.monotonic() < deadline:
-            remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
-        return remaining
-
-    def _collect(self, raw: list[Any], outcomes: list[Outcome]) -> None:
+    def _collect(self, batch: SentBatch) -> None:
         """Turn the stored (err, msg) pairs into outcomes."""
         acked = False
-        for i, pair in enumerate(raw):
+        outcomes = batch.outcomes
+        for i, pair in enumerate(batch.raw):
             if pair is None:
                 continue
             err, msg = pair

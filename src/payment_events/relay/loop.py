@@ -17,23 +17,18 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from payment_events.errors import ConfigurationError
 from payment_events.observer import NullObserver, RelayObserver
 from payment_events.outbox.ports import OutboxRecord, OutboxStore, ShardLeases
-from payment_events.relay.decisions import (
-    SIZE_CODES,
-    Delivered,
-    Resolution,
-    backoff_delay,
-    group_counts,
-    next_wait,
-    resolve_batch,
-)
-from payment_events.relay.ports import BatchProducer, OutgoingMessage, Waker
+from payment_events.relay.decisions import Outcome, backoff_delay, next_wait, resolve_batch
+from payment_events.relay.outcomes import dead_letter, report
+from payment_events.relay.ports import BatchProducer, PipelinedProducer, Waker
 from payment_events.relay.settings import RelayConfig
 from payment_events.relay.wakeup import SleepWaker
 
@@ -61,6 +56,15 @@ class CycleReport:
 
 
 _EMPTY = CycleReport(0, 0, 0, 0, 0, False)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A batch handed to the producer whose delivery reports are still coming in (pipelined mode)."""
+
+    group: int
+    records: list[OutboxRecord]
+    sent: Any
 
 
 class Relay:
@@ -95,6 +99,8 @@ class Relay:
             )
         self._closers = list(closers)
         self._closed = False
+        self._pipelined = self.config.pipeline and isinstance(producer, PipelinedProducer)
+        self._inflight: deque[_InFlight] = deque()
         self._store = store
         self._producer = producer
         self._leases = leases
@@ -136,13 +142,14 @@ class Relay:
                 if time.monotonic() < self._paused_until:
                     self._sleep(self._paused_until - time.monotonic())
                     continue
-                report = self._guarded_cycle()
-                if report is None or self._stopping:
+                cycle = self._guarded_cycle()
+                if cycle is None or self._stopping or self._inflight:
                     continue
-                wait = next_wait(report.claimed, self.config.batch_size, self.config.poll_interval_seconds)
-                if wait > 0 and not report.outage:
+                wait = next_wait(cycle.claimed, self.config.batch_size, self.config.poll_interval_seconds)
+                if wait > 0 and not cycle.outage:
                     self._wake_or_poll(wait)
         finally:
+            self._complete_inflight()
             self._shutdown()
 
     def drain(self, max_cycles: int | None = None) -> int:
@@ -150,38 +157,70 @@ class Relay:
         number of rows resolved (published, retried or dead). Does not sleep, purge or release shards."""
         total = 0
         cycles = 0
-        while max_cycles is None or cycles < max_cycles:
-            self._refresh_leases(force=cycles == 0)
-            report = self.run_once()
-            cycles += 1
-            total += report.published + report.retried + report.dead
-            if report.claimed < self.config.batch_size or report.outage:
-                break
+        try:
+            while max_cycles is None or cycles < max_cycles:
+                self._refresh_leases(force=cycles == 0)
+                cycle = self.run_once()
+                cycles += 1
+                total += cycle.published + cycle.retried + cycle.dead
+                if (cycle.claimed < self.config.batch_size or cycle.outage) and not self._inflight:
+                    break
+        finally:
+            self._complete_inflight()
         return total
 
     # ------------------------------------------------------------------ one cycle
     def run_once(self) -> CycleReport:
-        """Claim one batch, produce it, wait for the reports, resolve. Store errors propagate."""
-        shards: frozenset[int] | None = None
-        if self._leases is not None:
-            if self._shards is None:
-                self._refresh_leases(force=True)
+        """One cycle: claim a batch, produce it, wait for its reports, resolve it. Store errors propagate.
+
+        Pipelined (``RelayConfig.pipeline``): the owned shards form two groups; while one group's batch
+        waits for its acks the other group's batch is claimed and sent, then the oldest batch in flight
+        is completed and resolved. Keys never cross groups, so no key is in flight twice.
+        """
+        if self._leases is not None and self._shards is None:
+            self._refresh_leases(force=True)
+        if not self._pipelined:
             shards = self._shards
-            if not shards:
+            if shards is not None and not shards:
                 return _EMPTY
+            records = self._claim(shards)
+            if not records:
+                return _EMPTY
+            outcomes = self._producer.produce_batch(records, self.config.delivery_timeout_seconds)
+            return self._finish(records, outcomes)
+        if not self._lease_refresh_due():
+            busy = {flight.group for flight in self._inflight}
+            for index, group in enumerate(self._shard_groups()):
+                if index not in busy and not self._stopping:
+                    records = self._claim(group)
+                    if records:
+                        sent = cast(PipelinedProducer, self._producer).send(records)
+                        self._inflight.append(_InFlight(index, records, sent))
+        if not self._inflight:
+            return _EMPTY
+        return self._complete_oldest()
+
+    def _claim(self, shards: frozenset[int] | None) -> list[OutboxRecord]:
         records = self._store.claim(shards, self.config.batch_size, self._clock())
         self._observer.database_reachable(True)
-        if not records:
-            return _EMPTY
-        self._observer.batch(len(records))
-        outcomes = self._producer.produce_batch(records, self.config.delivery_timeout_seconds)
-        resolution = resolve_batch(
-            records, outcomes, now=self._clock(), policy=self._policy, rand=self._rand
-        )
+        if records:
+            self._observer.batch(len(records))
+        return records
+
+    def _complete_oldest(self) -> CycleReport:
+        flight = self._inflight.popleft()
+        producer = cast(PipelinedProducer, self._producer)
+        outcomes = producer.wait(flight.sent, self.config.delivery_timeout_seconds)
+        return self._finish(flight.records, outcomes)
+
+    def _finish(self, records: list[OutboxRecord], outcomes: list[Outcome]) -> CycleReport:
+        """Resolve a produced batch: decide, copy dead rows to the DLQ, mark, report."""
+        resolution = resolve_batch(records, outcomes, now=self._clock(), policy=self._policy, rand=self._rand)
         if resolution.dead_records and self.config.dlq_topic:
-            self._dead_letter(resolution)
+            timeout = self.config.delivery_timeout_seconds
+            dead_letter(self._producer, self.config.dlq_topic, resolution, timeout)
         self._store.resolve(resolution.published, resolution.retries, resolution.dead)
-        self._report(resolution)
+        report(self._observer, resolution, self._clock())
         return CycleReport(
             claimed=len(records),
             published=len(resolution.published),
@@ -190,6 +229,26 @@ class Relay:
             untouched=len(resolution.untouched),
             outage=resolution.outage,
         )
+
+    def _shard_groups(self) -> list[frozenset[int] | None]:
+        """The pipeline's two disjoint shard groups (alternate shards of the owned ones)."""
+        owned = self._shards if self._leases is not None else frozenset(range(self.config.shard_count))
+        ordered = sorted(owned or ())
+        return [frozenset(g) for g in (ordered[0::2], ordered[1::2]) if g]
+
+    def _lease_refresh_due(self) -> bool:
+        return self._leases is not None and time.monotonic() >= self._next_lease_refresh
+
+    def _complete_inflight(self) -> None:
+        """Wait for and resolve every batch still in flight (shutdown, drain, lease refresh)."""
+        while self._inflight:
+            try:
+                self._complete_oldest()
+            except Exception as exc:  # noqa: BLE001 - its rows stay pending and are claimed again
+                log.error(
+                    "resolving an in-flight batch failed",
+                    extra={"event": "relay.cycle_failed", "error": type(exc).__name__},
+                )
 
     def _guarded_cycle(self) -> CycleReport | None:
         """One cycle; an unexpected error is logged and paused on, never fatal to the loop."""
@@ -224,81 +283,6 @@ class Relay:
         return report
 
     # ------------------------------------------------------------------ outcomes
-    def _dead_letter(self, resolution: Resolution) -> None:
-        """Copy dead rows to the dead-letter topic; the database state stays the source of truth."""
-        topic = self.config.dlq_topic
-        assert topic is not None
-        messages = [_dlq_message(topic, rec, code, reason) for rec, code, reason in resolution.dead_records]
-        outcomes = self._producer.produce_batch(messages, self.config.delivery_timeout_seconds)
-        for (record, code, _), outcome in zip(resolution.dead_records, outcomes, strict=True):
-            failed = not isinstance(outcome, Delivered)
-            log.warning(
-                "event dead-lettered",
-                extra={
-                    "event": "relay.dead_lettered",
-                    "outbox_id": record.id,
-                    "event_id": record.event_id,
-                    "topic": record.topic,
-                    "attempt": record.attempts + 1,
-                    "code": code,
-                    "dlq_produced": not failed,
-                },
-            )
-            if failed:
-                log.error(
-                    "could not copy a dead event to the dead-letter topic; it is dead in the database",
-                    extra={
-                        "event": "relay.dlq_failed",
-                        "outbox_id": record.id,
-                        "event_id": record.event_id,
-                        "topic": topic,
-                        "code": getattr(outcome, "code", "NO_REPORT"),
-                    },
-                )
-
-    def _report(self, resolution: Resolution) -> None:
-        """Tell the observer (grouped, low-cardinality) and log summaries (no keys, no payloads)."""
-        observer = self._observer
-        if resolution.published_records:
-            now = self._clock()
-            latencies: dict[tuple[str, str], list[float]] = {}
-            for record in resolution.published_records:
-                latencies.setdefault((record.event_type, record.topic), []).append(
-                    (now - record.created_at).total_seconds()
-                )
-            for (event_type, topic), values in latencies.items():
-                observer.published(event_type, topic, values)
-            observer.broker_reachable(True)
-            log.debug(
-                "batch published",
-                extra={"event": "relay.published", "count": len(resolution.published_records)},
-            )
-        if resolution.retried_records:
-            for (event_type, topic, code), count in group_counts(
-                (r.event_type, r.topic, e.code) for r, e in resolution.retried_records
-            ).items():
-                observer.retried(event_type, topic, code, count)
-            first, error = resolution.retried_records[0]
-            log.info(
-                "events scheduled for retry",
-                extra={
-                    "event": "relay.retry_scheduled",
-                    "count": len(resolution.retried_records),
-                    "outbox_id": first.id,
-                    "event_id": first.event_id,
-                    "topic": first.topic,
-                    "attempt": first.attempts + 1,
-                    "code": error.code,
-                },
-            )
-        if resolution.dead_records:
-            for (event_type, topic, code), count in group_counts(
-                (r.event_type, r.topic, code) for r, code, _ in resolution.dead_records
-            ).items():
-                observer.dead_lettered(event_type, topic, code, count)
-        if resolution.outage:
-            observer.broker_reachable(False)
-
     # ------------------------------------------------------------------ housekeeping
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -319,7 +303,11 @@ class Relay:
             self._observer.database_reachable(False)
 
     def _refresh_leases(self, *, force: bool) -> None:
-        if self._leases is None or (not force and time.monotonic() < self._next_lease_refresh):
+        # Shards change hands only while nothing is in flight: a pipelined relay stops topping up when
+        # a refresh is due, and refreshes once its last batch is resolved.
+        if self._leases is None or self._inflight:
+            return
+        if not force and time.monotonic() < self._next_lease_refresh:
             return
         self._next_lease_refresh = time.monotonic() + self.config.lease_refresh_seconds
         shards = self._leases.refresh()
@@ -385,20 +373,3 @@ class Relay:
                 step()
             except Exception:  # every resource gets its chance to close
                 log.exception("closing a relay resource failed", extra={"event": "relay.close_failed"})
-
-
-def _dlq_message(topic: str, record: OutboxRecord, code: str, reason: str) -> OutgoingMessage:
-    """The dead-letter copy: same key and headers plus the reason; a too-large payload is left out."""
-    headers = (
-        *record.headers,
-        ("dlq-reason", reason.encode()),
-        ("dlq-error-code", code.encode()),
-        ("dlq-original-topic", record.topic.encode()),
-        ("dlq-attempts", str(record.attempts + 1).encode()),
-        ("dlq-outbox-id", str(record.id).encode()),
-    )
-    payload = record.payload
-    if code in SIZE_CODES:
-        payload = b""
-        headers = (*headers, ("dlq-payload-omitted", b"too-large"))
-    return OutgoingMessage(topic=topic, key=record.key, payload=payload, headers=headers)

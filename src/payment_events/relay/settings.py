@@ -60,6 +60,10 @@ class RelayConfig:
     """On PostgreSQL, wake up on LISTEN/NOTIFY (with polling as the fallback)."""
     notify_channel: str = NOTIFY_CHANNEL
     """The LISTEN channel."""
+    pipeline: bool = False
+    """Overlap database work with the broker's: two disjoint shard groups, one batch of each in flight
+    (claim and send one while the other waits for its acks). Same guarantees; more throughput when the
+    database and the broker each leave the other idle."""
     producer_overrides: Mapping[str, Any] = field(default_factory=dict)
     """librdkafka settings merged over the relay's defaults (security settings go here)."""
 

@@ -1,0 +1,108 @@
+"""What the relay does with a resolved batch besides marking it: dead-letter copies, observer, logs.
+
+Observer calls are grouped per (event type, topic, reason), never per event; logs carry ids and codes,
+never keys or payloads.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from payment_events.observer import RelayObserver
+from payment_events.outbox.ports import OutboxRecord
+from payment_events.relay.decisions import SIZE_CODES, Delivered, Resolution, group_counts
+from payment_events.relay.ports import BatchProducer, OutgoingMessage
+
+log = logging.getLogger("payment_events.relay.outcomes")
+
+
+def dead_letter(producer: BatchProducer, topic: str, resolution: Resolution, timeout: float) -> None:
+    """Copy dead rows to the dead-letter ``topic``; the database state stays the source of truth, so a
+    failed copy is logged (``relay.dlq_failed``) and the row is still marked dead."""
+    messages = [dlq_message(topic, rec, code, reason) for rec, code, reason in resolution.dead_records]
+    outcomes = producer.produce_batch(messages, timeout)
+    for (record, code, _), outcome in zip(resolution.dead_records, outcomes, strict=True):
+        failed = not isinstance(outcome, Delivered)
+        log.warning(
+            "event dead-lettered",
+            extra={
+                "event": "relay.dead_lettered",
+                "outbox_id": record.id,
+                "event_id": record.event_id,
+                "topic": record.topic,
+                "attempt": record.attempts + 1,
+                "code": code,
+                "dlq_produced": not failed,
+            },
+        )
+        if failed:
+            log.error(
+                "could not copy a dead event to the dead-letter topic; it is dead in the database",
+                extra={
+                    "event": "relay.dlq_failed",
+                    "outbox_id": record.id,
+                    "event_id": record.event_id,
+                    "topic": topic,
+                    "code": getattr(outcome, "code", "NO_REPORT"),
+                },
+            )
+
+
+def report(observer: RelayObserver, resolution: Resolution, now: datetime) -> None:
+    """Tell the observer (grouped, low-cardinality) and log summaries (no keys, no payloads)."""
+    if resolution.published_records:
+        latencies: dict[tuple[str, str], list[float]] = {}
+        for record in resolution.published_records:
+            latencies.setdefault((record.event_type, record.topic), []).append(
+                (now - record.created_at).total_seconds()
+            )
+        for (event_type, topic), values in latencies.items():
+            observer.published(event_type, topic, values)
+        observer.broker_reachable(True)
+        log.debug(
+            "batch published",
+            extra={"event": "relay.published", "count": len(resolution.published_records)},
+        )
+    if resolution.retried_records:
+        for (event_type, topic, code), count in group_counts(
+            (r.event_type, r.topic, e.code) for r, e in resolution.retried_records
+        ).items():
+            observer.retried(event_type, topic, code, count)
+        first, error = resolution.retried_records[0]
+        log.info(
+            "events scheduled for retry",
+            extra={
+                "event": "relay.retry_scheduled",
+                "count": len(resolution.retried_records),
+                "outbox_id": first.id,
+                "event_id": first.event_id,
+                "topic": first.topic,
+                "attempt": first.attempts + 1,
+                "code": error.code,
+            },
+        )
+    if resolution.dead_records:
+        for (event_type, topic, code), count in group_counts(
+            (r.event_type, r.topic, code) for r, code, _ in resolution.dead_records
+        ).items():
+            observer.dead_lettered(event_type, topic, code, count)
+    if resolution.outage:
+        observer.broker_reachable(False)
+
+
+def dlq_message(topic: str, record: OutboxRecord, code: str, reason: str) -> OutgoingMessage:
+    """The dead-letter copy: same key and headers plus the reason; a too-large payload is left out."""
+    headers = (
+        *record.headers,
+        ("dlq-reason", reason.encode()),
+        ("dlq-error-code", code.encode()),
+        ("dlq-original-topic", record.topic.encode()),
+        ("dlq-attempts", str(record.attempts + 1).encode()),
+        ("dlq-outbox-id", str(record.id).encode()),
+    )
+    payload = record.payload
+    if code in SIZE_CODES:
+        payload = b""
+        headers = (*headers, ("dlq-payload-omitted", b"too-large"))
+    return OutgoingMessage(topic=topic, key=record.key, payload=payload, headers=headers)
