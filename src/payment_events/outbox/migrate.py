@@ -8,9 +8,11 @@ and SQLite; on PostgreSQL concurrent upgrades (two relays starting at once) wait
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import Connection, Engine
@@ -18,14 +20,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from payment_events.errors import MigrationRequiredError, StoreError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 VERSION_TABLE = "payment_events_alembic_version"
 """Where Alembic records the outbox schema version (never the application's ``alembic_version``)."""
 
+_PROCESS_LOCK = threading.Lock()  # Alembic's `context`/`op` are process-wide proxies: one run at a time
 MIGRATION_LOCK_ID = 0x7065_6F62  # "peob": payment-events outbox, as a bigint advisory-lock key
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
 
 
-def _config(connection: Connection | None = None) -> object:
+def _config(connection: Connection | None = None) -> Config:
     from alembic.config import Config
 
     config = Config()
@@ -54,14 +60,11 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
     Raises :class:`~payment_events.errors.StoreError` if the database cannot be reached or the DDL fails.
     """
     from alembic import command
-    from alembic.config import Config
 
-    with _engine(url_or_engine) as engine:
+    with _PROCESS_LOCK, _engine(url_or_engine) as engine:
         try:
             with engine.begin() as connection:
-                config = _config(connection)
-                assert isinstance(config, Config)
-                command.upgrade(config, revision)
+                command.upgrade(_config(connection), revision)
         except SQLAlchemyError as exc:
             raise StoreError(f"outbox migration failed: {type(exc).__name__}; check the database URL "
                              "and that the user may create tables") from exc
