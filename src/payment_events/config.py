@@ -182,10 +182,25 @@ class Settings(BaseModel):
         1.0, "relay", _DURATION_FORM, "Longest idle sleep (PostgreSQL NOTIFY wakes the relay sooner)."
     )
     relay_delivery_timeout: Duration = _opt(
-        40.0, "relay", _DURATION_FORM, "Longest wait for one batch's delivery reports."
+        30.0,
+        "relay",
+        _DURATION_FORM,
+        "Longest wait for one batch's delivery reports (then the rest is retried); also bounds SIGTERM.",
     )
     relay_listen: bool = _opt(
         True, "relay", "true or false", "On PostgreSQL, wake up on LISTEN/NOTIFY (polling is the fallback)."
+    )
+    relay_pipeline: bool = _opt(
+        False,
+        "relay",
+        "true or false",
+        "Overlap database and broker work: two shard groups, one batch of each in flight.",
+    )
+    relay_lease_refresh: Duration = _opt(
+        5.0, "relay", _DURATION_FORM, "How often shard ownership is re-balanced (takeover of a dead relay)."
+    )
+    relay_backlog_interval: Duration = _opt(
+        15.0, "relay", _DURATION_FORM, "How often backlog metrics (and the outbox_stuck check) are refreshed."
     )
     relay_shard_count: int = _opt(
         64,
@@ -238,6 +253,8 @@ class Settings(BaseModel):
         "relay_backoff_cap",
         "relay_poll_interval",
         "relay_delivery_timeout",
+        "relay_lease_refresh",
+        "relay_backlog_interval",
         "retention",
         "purge_interval",
         "health_liveness_timeout",
@@ -447,6 +464,9 @@ class Settings(BaseModel):
             dlq_topic=self.dlq_topic,
             shard_count=self.relay_shard_count,
             listen=self.relay_listen,
+            pipeline=self.relay_pipeline,
+            lease_refresh_seconds=self.relay_lease_refresh,
+            backlog_interval_seconds=self.relay_backlog_interval,
             producer_overrides=overrides,
         )
 
