@@ -187,3 +187,20 @@ def test_timestamps_are_stored_in_the_same_text_form_as_the_store_writes(engine:
         ).one()
     assert stored[0] == stored[1] == stored[2] == "2026-05-01 12:03:07.000120"
     assert record.created_at == moment
+
+
+def test_outbox_publisher_is_a_payment_event_publisher(engine: Engine) -> None:
+    """OutboxPublisher satisfies the publisher port, with the eight typed methods."""
+    from payment_events.publisher import PaymentEventPublisher
+
+    with engine.connect() as conn:
+        publisher = OutboxPublisher(conn)
+        assert isinstance(publisher, PaymentEventPublisher)
+        publisher.publish_refund_failed(refund_failed())
+        assert [r.event_type for r in rows_in(conn)] == ["RefundFailed"]
+        conn.rollback()
+
+
+def rows_in(conn: Any) -> list[Any]:
+    """Every outbox row visible to ``conn`` (including its own uncommitted ones)."""
+    return list(conn.execute(select(outbox_table)).all())
