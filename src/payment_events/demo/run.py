@@ -142,7 +142,7 @@ def _require_broker(settings: Settings, timeout: float = 5.0) -> None:
 
 def _prepare(settings: Settings, say: _Printer) -> tuple[Engine, list[str]]:
     """Upgrade the outbox schema, ensure the topics, create the demo tables; return the engine, topics."""
-    from payment_events.cli import prepare_topics
+    from payment_events.cli.kafka import prepare_topics
     from payment_events.outbox import migrate
     from payment_events.outbox.sql import configure_sqlite
 

@@ -1,0 +1,218 @@
+"""`db upgrade`, `outbox status` and the dead-letter tools `dlq list|show|replay`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from payment_events import config as cfg
+from payment_events.cli.base import (
+    EXIT_FAILURE,
+    cli,
+    emit_json,
+    load,
+    settings_options,
+)
+
+# -- db -------------------------------------------------------------------------------------------
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Create and upgrade the outbox schema."""
+
+
+@db_group.command("upgrade")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@settings_options("database")
+@click.pass_context
+def db_upgrade(ctx: click.Context, /, as_json: bool, **params: object) -> None:
+    """Create or upgrade the outbox table (idempotent; safe to run from several instances at once)."""
+    settings = load(ctx, params)
+    from payment_events.outbox import migrate
+
+    before = migrate.current_revision(settings.database_url)
+    migrate.upgrade(settings.database_url)
+    after = migrate.current_revision(settings.database_url)
+    result = {"database": cfg.mask_url(settings.database_url), "from": before, "to": after}
+    if as_json:
+        emit_json(result)
+    elif before == after:
+        click.echo(f"outbox schema already at revision {after} ({result['database']})")
+    else:
+        click.echo(f"outbox schema upgraded from {before or 'nothing'} to {after} ({result['database']})")
+
+
+# -- outbox ---------------------------------------------------------------------------------------
+
+
+@cli.group("outbox")
+def outbox_group() -> None:
+    """Inspect the outbox table."""
+
+
+@outbox_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@settings_options("database")
+@click.pass_context
+def outbox_status(ctx: click.Context, /, as_json: bool, **params: object) -> None:
+    """Pending, in retry, dead, oldest pending age and published in the last minute."""
+    settings = load(ctx, params)
+    from datetime import UTC, datetime
+
+    from payment_events.outbox.sql import SqlOutboxStore
+
+    with SqlOutboxStore.from_url(settings.database_url, shard_count=settings.relay_shard_count) as store:
+        stats = store.backlog(datetime.now(UTC))
+    data = {
+        "pending": stats.pending,
+        "in_retry": stats.in_retry,
+        "dead": stats.dead,
+        "oldest_pending_age_seconds": round(stats.oldest_pending_age_seconds, 3),
+        "published_last_minute": stats.published_last_minute,
+    }
+    if as_json:
+        emit_json(data)
+        return
+    for name, value in data.items():
+        click.echo(f"{name.replace('_', ' '):<28} {value}")
+
+
+# -- dlq ------------------------------------------------------------------------------------------
+
+
+@cli.group("dlq")
+def dlq_group() -> None:
+    """Dead-lettered events: list, inspect, replay (see docs/operations.md, runbook)."""
+
+
+def _text(data: bytes) -> str:
+    """Bytes as text for display (keys and payloads are UTF-8 JSON/ids; anything else shown escaped)."""
+    return data.decode("utf-8", errors="backslashreplace")
+
+
+def _store(settings: cfg.Settings) -> Any:
+    from payment_events.outbox.sql import SqlOutboxStore
+
+    return SqlOutboxStore.from_url(settings.database_url, shard_count=settings.relay_shard_count)
+
+
+@dlq_group.command("list")
+@click.option("--event-type", default=None, help="Only dead events of this type.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000), help="At most.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@settings_options("database")
+@click.pass_context
+def dlq_list(
+    ctx: click.Context, /, event_type: str | None, limit: int, as_json: bool, **params: object
+) -> None:
+    """Dead events, oldest first: id, event id, type, key, attempts, reason (no payloads)."""
+    settings = load(ctx, params)
+    with _store(settings) as store:
+        rows = store.list_dead(limit, event_type=event_type)
+    items = [
+        {
+            "id": r.id,
+            "event_id": r.event_id,
+            "event_type": r.event_type,
+            "key": _text(r.key),
+            "attempts": r.attempts,
+            "last_error": r.last_error,
+            "created_at": r.created_at.isoformat(),
+        }
+        for r in rows
+    ]
+    if as_json:
+        emit_json(items)
+        return
+    if not items:
+        click.echo("no dead events")
+        return
+    click.echo(f"{'ID':>8}  {'EVENT TYPE':<22} {'ATTEMPTS':>8}  {'CREATED':<25} {'KEY':<24} LAST ERROR")
+    for i in items:
+        error = (i["last_error"] or "")[:60]
+        click.echo(
+            f"{i['id']:>8}  {i['event_type']:<22} {i['attempts']:>8}  {i['created_at']:<25} "
+            f"{str(i['key'])[:24]:<24} {error}"
+        )
+
+
+@dlq_group.command("show")
+@click.argument("row_id", metavar="ID", type=int)
+@click.option("--payload", "with_payload", is_flag=True, help="Also print the payload (event JSON).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@settings_options("database")
+@click.pass_context
+def dlq_show(ctx: click.Context, /, row_id: int, with_payload: bool, as_json: bool, **params: object) -> None:
+    """One outbox row by its id (any state): why it died, attempts, headers; --payload adds the event."""
+    settings = load(ctx, params)
+    with _store(settings) as store:
+        row = store.get(row_id)
+    if row is None:
+        click.echo(f"error: no outbox row with id {row_id}", err=True)
+        ctx.exit(EXIT_FAILURE)
+    data: dict[str, object] = {
+        "id": row.id,
+        "event_id": row.event_id,
+        "event_type": row.event_type,
+        "schema_version": row.schema_version,
+        "topic": row.topic,
+        "key": _text(row.key),
+        "state": row.state,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "shard": row.shard,
+        "created_at": row.created_at.isoformat(),
+        "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
+        "published_at": row.published_at.isoformat() if row.published_at else None,
+        "kafka_partition": row.kafka_partition,
+        "kafka_offset": row.kafka_offset,
+        "headers": {k: _text(v) for k, v in row.headers},
+        "payload_bytes": len(row.payload),
+    }
+    if with_payload:
+        data["payload"] = _text(row.payload)
+    if as_json:
+        emit_json(data)
+        return
+    for name, value in data.items():
+        shown = json.dumps(value) if isinstance(value, dict) else value
+        click.echo(f"{name:<16} {shown}")
+
+
+@dlq_group.command("replay")
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
+@click.option("--event-type", default=None, help="Replay every dead event of this type.")
+@click.option("--all", "all_dead", is_flag=True, help="Replay every dead event.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@settings_options("database")
+@click.pass_context
+def dlq_replay(
+    ctx: click.Context,
+    /,
+    ids: tuple[int, ...],
+    event_type: str | None,
+    all_dead: bool,
+    as_json: bool,
+    **params: object,
+) -> None:
+    """Move dead events back to pending so the relay publishes them again (give IDs, --event-type or --all).
+
+    Rows keep their id, so dead events of one key replayed together keep their order and go out before
+    that key's later pending events. Fix the cause first (see `dlq show ID`).
+    """
+    chosen = sum([bool(ids), event_type is not None, all_dead])
+    if chosen != 1:
+        raise click.UsageError("give exactly one of: ID..., --event-type TYPE, --all")
+    settings = load(ctx, params)
+    with _store(settings) as store:
+        moved = store.replay(list(ids) if ids else None, event_type=event_type, all_dead=all_dead)
+    if as_json:
+        emit_json({"replayed": moved})
+    else:
+        click.echo(f"{moved} dead event(s) moved back to pending")
+    if ids and moved < len(set(ids)):
+        click.echo(f"warning: {len(set(ids)) - moved} of the given id(s) were not dead rows", err=True)
+        ctx.exit(EXIT_FAILURE)
