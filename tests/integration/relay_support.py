@@ -184,6 +184,6 @@ def start_relay_process(url: str, bootstrap: str, *extra: str) -> subprocess.Pop
             "--backoff-cap", "1", *extra,
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.integration.relay_support import (
     oversized_event,
     payment_event,
     rows,
+    start_relay_process,
     state_counts,
     wait_for,
     write,
@@ -172,3 +174,17 @@ def relay_idle(relay: object) -> bool:
 
     time.sleep(1.0)
     return True
+
+
+def test_the_relay_entry_point_drains_and_exits(
+    db_url: str, engine: sa.Engine, kafka_bootstrap: str, new_topic: Callable[..., str], kcat_consume: Consume
+) -> None:
+    """`python -m payment_events.relay --drain` publishes what is pending, prints the count, exits 0."""
+    topic = new_topic(partitions=2)
+    written = write(engine, topic, [payment_event(f"pay-{n % 4}", n) for n in range(40)])
+    process = start_relay_process(db_url, kafka_bootstrap, "--drain", "--batch-size", "16")
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode(errors="replace")[-2000:]
+    assert json.loads(out) == {"resolved": 40}
+    assert state_counts(engine) == {"published": 40}
+    assert sorted(m.headers["ce_id"].decode() for m in kcat_consume(topic, 40)) == sorted(written)

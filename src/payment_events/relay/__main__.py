@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from payment_events.relay.runner import run_relay
+from payment_events.relay.runner import build_relay, run_relay
 from payment_events.relay.settings import RelayConfig
 
 
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backoff-cap", type=float, default=RelayConfig.backoff_cap_seconds)
     parser.add_argument("--pipeline", action="store_true", help="two batches in flight (shard groups)")
     parser.add_argument("--producer-config", default="{}", help="JSON object of librdkafka overrides")
+    parser.add_argument("--drain", action="store_true", help="publish what is pending now, then exit")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if not args.database_url or not args.bootstrap_servers:
@@ -43,13 +44,21 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         poll_interval_seconds=args.poll_interval,
         dlq_topic=args.dlq_topic or None,
-        max_attempts=args.max_attempts,
+        max_attempts=args.max_attempts or None,  # 0: retry transient failures forever
         shard_count=args.shard_count,
         lease_refresh_seconds=args.lease_refresh,
         backoff_cap_seconds=args.backoff_cap,
         pipeline=args.pipeline,
         producer_overrides=json.loads(args.producer_config),
     )
+    if args.drain:
+        relay = build_relay(args.database_url, args.bootstrap_servers, config)
+        try:
+            resolved = relay.drain()
+        finally:
+            relay.close()
+        print(json.dumps({"resolved": resolved}))  # noqa: T201 - the command's output
+        return 0
     run_relay(args.database_url, args.bootstrap_servers, config)
     return 0
 
