@@ -301,3 +301,16 @@ def test_pipelined_relay_resolves_in_flight_batches_before_stopping() -> None:
     thread.join(timeout=10)
     assert store.states() == {PUBLISHED: 30}
     assert producer.in_flight == 0
+
+
+def test_pipelined_drain_with_a_cycle_limit_still_resolves_and_counts_what_was_in_flight() -> None:
+    """drain(max_cycles=1) with pipeline on resolves both batches it sent and counts them."""
+    clock = FakeClock()
+    store = FakeStore(clock)
+    for n in range(16):
+        store.add(bytes([n % 4]), shard=n % 2)
+    producer = FakeProducer()
+    relay, _ = make_relay(store, producer, clock, pipeline=True, batch_size=8)
+    assert relay.drain(max_cycles=1) == 16
+    assert producer.in_flight == 0
+    assert store.states() == {PUBLISHED: 16}

@@ -166,7 +166,7 @@ class Relay:
                 if (cycle.claimed < self.config.batch_size or cycle.outage) and not self._inflight:
                     break
         finally:
-            self._complete_inflight()
+            total += self._complete_inflight()
         return total
 
     # ------------------------------------------------------------------ one cycle
@@ -239,16 +239,20 @@ class Relay:
     def _lease_refresh_due(self) -> bool:
         return self._leases is not None and time.monotonic() >= self._next_lease_refresh
 
-    def _complete_inflight(self) -> None:
-        """Wait for and resolve every batch still in flight (shutdown, drain, lease refresh)."""
+    def _complete_inflight(self) -> int:
+        """Wait for and resolve every batch still in flight (shutdown, end of a drain); return how many
+        rows were resolved."""
+        resolved = 0
         while self._inflight:
             try:
-                self._complete_oldest()
+                cycle = self._complete_oldest()
+                resolved += cycle.published + cycle.retried + cycle.dead
             except Exception as exc:  # noqa: BLE001 - its rows stay pending and are claimed again
                 log.error(
                     "resolving an in-flight batch failed",
                     extra={"event": "relay.cycle_failed", "error": type(exc).__name__},
                 )
+        return resolved
 
     def _guarded_cycle(self) -> CycleReport | None:
         """One cycle; an unexpected error is logged and paused on, never fatal to the loop."""
