@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, Message, Producer
@@ -238,3 +239,27 @@ def test_missing_topic_is_reported_and_its_published_rows_are_lost(
     assert report.overall.lost == 1
     assert report.overall.pending == 1
     assert not report.ok
+
+
+def test_audit_reads_a_sqlite_ledger(
+    tmp_path: Path, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """The embedded SQLite outbox is audited like PostgreSQL: a missing published event is lost."""
+    topic = new_topic(partitions=1)
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    sent = produce(kafka_bootstrap, topic, [(a, "PaymentSucceeded", "k")])
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    engine = make_ledger(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(outbox_table.insert(), [
+                ledger_row(1, a, topic, "k", "published", sent=sent[0]),
+                ledger_row(2, b, topic, "k", "published", sent=Sent(b, 0, 1)),
+            ])
+    finally:
+        engine.dispose()
+
+    report = audit(url, kafka_bootstrap, [topic])
+
+    assert [e.event_id for e in report.lost] == [b]
+    assert report.overall.delivered == 1
