@@ -156,8 +156,19 @@ class Reconciler:
         self._expected: dict[tuple[str, int, int], str] = {}
         self._mismatches: list[tuple[_Entry, str | None]] = []
         self._candidates: list[TopicMessage] = []
+        self._purged: list[TopicMessage] = []
+        self._purged_by_type: dict[str, int] = {}
+        self._horizon: datetime | None = None
+        self._horizon_ms: int | None = None
         self._messages = 0
         self._undecodable = 0
+
+    def set_retention_horizon(self, horizon: datetime | None) -> None:
+        """The oldest ``published_at`` still in the outbox: an unknown message older than that is counted
+        as purged at once (no database lookup, no memory per message: retention may have deleted
+        millions of rows whose events are still on the topic)."""
+        self._horizon = horizon
+        self._horizon_ms = None if horizon is None else int(horizon.timestamp() * 1000)
 
     @property
     def rows(self) -> int:
@@ -186,9 +197,15 @@ class Reconciler:
             ts = msg.timestamp_ms
             after_start = self._since_ms is None or (ts is not None and ts >= self._since_ms)
             before_end = self._until_ms is None or (ts is not None and ts < self._until_ms)
-            in_range = ts is None or (after_start and before_end)
-            if in_range:
-                self._candidates.append(msg)
+            if ts is not None and not (after_start and before_end):
+                return
+            if self._horizon_ms is not None and ts is not None and ts < self._horizon_ms:
+                event_type = msg.event_type or UNKNOWN_TYPE
+                self._purged_by_type[event_type] = self._purged_by_type.get(event_type, 0) + 1
+                if len(self._purged) < self._limit:
+                    self._purged.append(msg)
+                return
+            self._candidates.append(msg)
             return
         entry.seen += 1
         if entry.first is None:
@@ -219,12 +236,13 @@ class Reconciler:
             topics=list(topics), since=since, until=until, started_at=started_at, finished_at=finished_at,
             messages_read=self._messages, overall=Tally(), by_type={}, partitions=list(scanned),
             unreadable_topics=dict(unreadable_topics or {}), undecodable_messages=self._undecodable,
-            ledger_first_id=ledger_first_id, retention_horizon=retention_horizon, detail_limit=self._limit,
+            ledger_first_id=ledger_first_id, retention_horizon=retention_horizon or self._horizon,
+            detail_limit=self._limit,
         )
         groups = self._ledger_pass(report)
         self._order_pass(report, groups)
         self._mismatch_pass(report, scanned)
-        self._unknown_pass(report, set(known_elsewhere), retention_horizon)
+        self._unknown_pass(report, set(known_elsewhere), retention_horizon or self._horizon)
         for t in report.by_type.values():
             report.overall.add(t)
         return report
@@ -306,6 +324,14 @@ class Reconciler:
     def _unknown_pass(self, report: AuditReport, elsewhere: set[str], horizon: datetime | None) -> None:
         """Messages the ledger does not hold; older than the retention horizon means probably purged."""
         horizon_ms = None if horizon is None else int(horizon.timestamp() * 1000)
+        for event_type, count in self._purged_by_type.items():
+            t = self._tally(report, event_type)
+            t.unknown += count
+            t.purged += count
+        for msg in self._purged:
+            if len(report.unknown) < self._limit:
+                report.unknown.append(UnknownEvent(msg.event_id, msg.event_type or UNKNOWN_TYPE, msg.topic,
+                                                   msg.partition, msg.offset, True))
         for msg in self._candidates:
             if msg.event_id in elsewhere:
                 continue
@@ -488,6 +514,10 @@ def audit(
                 sa.select(sa.func.min(t.c.published_at)).where(t.c.state == PUBLISHED).scalar_subquery(),
                 sa.select(sa.func.min(t.c.id)).scalar_subquery())).one()
             conn.rollback()
+        if isinstance(horizon, datetime):
+            reconciler.set_retention_horizon(horizon if horizon.tzinfo else horizon.replace(tzinfo=UTC))
+        else:
+            horizon = None
         consumer = Consumer({
             **dict(kafka_config or {}),  # security settings; never the audit's own guarantees below
             "bootstrap.servers": bootstrap_servers,

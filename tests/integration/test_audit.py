@@ -263,3 +263,28 @@ def test_audit_reads_a_sqlite_ledger(
 
     assert [e.event_id for e in report.lost] == [b]
     assert report.overall.delivered == 1
+
+
+def test_events_of_purged_rows_are_reported_as_purged(
+    pg_url: str, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """Events whose rows retention already deleted are unknown-but-purged, and the audit stays ok."""
+    topic = new_topic(partitions=1)
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    sent = produce(kafka_bootstrap, topic, [(i, "PaymentSucceeded", "k") for i in ids])
+    later = datetime.now(UTC) + timedelta(seconds=2)  # the remaining rows were marked after the purged one
+    engine = make_ledger(pg_url)
+    try:
+        with engine.begin() as conn:
+            rows = [ledger_row(n + 2, s.event_id, topic, "k", "published", sent=s, created_at=later)
+                    for n, s in enumerate(sent[1:])]
+            conn.execute(outbox_table.insert(), rows)
+    finally:
+        engine.dispose()
+
+    report = audit(pg_url, kafka_bootstrap, [topic])
+
+    assert report.ok
+    assert (report.overall.unknown, report.overall.purged) == (1, 1)
+    assert [u.event_id for u in report.unknown] == [ids[0]]
+    assert report.ledger_first_id == 2

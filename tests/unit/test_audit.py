@@ -170,6 +170,22 @@ def test_unknown_events_split_into_purged_and_unknown() -> None:
     assert report.ok
 
 
+def test_messages_older_than_the_horizon_are_purged_without_a_lookup() -> None:
+    """With a retention horizon set, an unknown message older than it is counted purged at once and is
+    not among the ids to look up in the database."""
+    rec = Reconciler()
+    rec.add_row(row(9, offset=2))
+    rec.set_retention_horizon(T0 + timedelta(seconds=5))
+    rec.add_message(msg("old-1", 0, ts_s=1.0, event_type="RefundProcessed"))
+    rec.add_message(msg("stray", 1, ts_s=30.0))
+    rec.add_message(msg("ev-9", 2, ts_s=31.0))
+    assert rec.unknown_candidates() == ["stray"]
+    report = rec.report(topics=[TOPIC], started_at=T0, finished_at=T0)
+    assert report.by_type["RefundProcessed"].purged == 1
+    assert (report.overall.unknown, report.overall.purged) == (2, 1)
+    assert report.retention_horizon == T0 + timedelta(seconds=5)
+
+
 def test_events_known_to_the_database_outside_the_snapshot_are_not_unknown() -> None:
     """A message whose event was committed after the ledger snapshot is left out of unknown."""
     rec = Reconciler()
