@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.acceptance.support import cli_env, run_cli
 from tests.conftest import KcatMessage
+from tests.integration.relay_support import migrated_engine, payment_event, write
 
 
 def test_db_upgrade_is_idempotent_on_postgresql_and_sqlite(tmp_path: Path, pg_url: str) -> None:
@@ -116,3 +117,25 @@ def test_demo_runs_the_main_job_end_to_end(
     assert written >= 25
     messages = kcat_consume(topic, written)  # the independent client agrees
     assert len({m.headers.get("ce_id") for m in messages}) == written
+
+
+def test_relay_drain_publishes_what_is_pending_and_exits(
+    tmp_path: Path, kafka_bootstrap: str, new_topic: Callable[..., str],
+    kcat_consume: Callable[..., list[KcatMessage]],
+) -> None:
+    """`relay --drain` publishes the pending rows, prints how many it resolved and exits 0."""
+    topic, dlq = new_topic(partitions=2), new_topic(partitions=1)
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    engine = migrated_engine(url)
+    try:
+        ids = write(engine, topic, [payment_event(f"pay-{i % 2}", i) for i in range(5)])
+    finally:
+        engine.dispose()
+    env = cli_env(database_url=url, kafka_bootstrap_servers=kafka_bootstrap, topic=topic, dlq_topic=dlq)
+    result = run_cli("relay", "--drain", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"resolved": 5}
+    seen = {m.headers.get("ce_id", b"").decode() for m in kcat_consume(topic, 5)}
+    assert seen == set(ids)
+    status = json.loads(run_cli("outbox", "status", "--json", env=env, cwd=tmp_path).stdout)
+    assert (status["pending"], status["published_last_minute"]) == (0, 5)

@@ -1,5 +1,6 @@
 """Readiness follows the broker: a relay process reports not-ready while its (throwaway) broker is down,
-alerts when the outage passes the threshold, and is ready and publishing again once the broker is back."""
+alerts when the outage and the oldest pending event pass their thresholds, and is ready and publishing
+again (alerts resolved) once the broker is back."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def receiver() -> Iterator[WebhookReceiver]:
 def test_readiness_turns_false_while_the_broker_is_down_and_true_when_it_returns(
     tmp_path: Path, broker: ThrowawayBroker, receiver: WebhookReceiver
 ) -> None:
-    """/readyz is 503 with broker=false during the outage (and a broker_unreachable alert fires), then 200."""
+    """/readyz is 503 with broker=false during the outage (broker_unreachable and outbox_stuck alerts fire),
+    then 200 with the stuck event published and both alerts resolved."""
     database_url = f"sqlite:///{tmp_path / 'outbox.db'}"
     env = cli_env(
         database_url=database_url,
@@ -41,8 +43,12 @@ def test_readiness_turns_false_while_the_broker_is_down_and_true_when_it_returns
         dlq_topic="readiness.dlq",
         topic_partitions="1",
         alert_broker_unreachable="2s",
+        alert_oldest_pending_age="2s",
         alert_webhook_url=receiver.url,
         relay_poll_interval="100ms",
+        relay_backlog_interval="1s",
+        relay_backoff_cap="2s",
+        relay_delivery_timeout="5s",
     )
     migrated_engine(database_url).dispose()
     relay = RelayProcess(env, tmp_path)
@@ -64,6 +70,16 @@ def test_readiness_turns_false_while_the_broker_is_down_and_true_when_it_returns
             60,
             "the broker_unreachable webhook alert",
         )
+        engine = migrated_engine(database_url)
+        try:
+            write(engine, "readiness.events", [payment_event("pay-stuck", 0)])
+        finally:
+            engine.dispose()
+        wait_for(
+            lambda: any(a["alert"] == "outbox_stuck" for a in receiver.received()),
+            60,
+            "the outbox_stuck webhook alert",
+        )
 
         broker.start()
         wait_for(lambda: relay.get("/readyz")[0] == 200, 90, "ready again with the broker back")
@@ -73,12 +89,15 @@ def test_readiness_turns_false_while_the_broker_is_down_and_true_when_it_returns
         finally:
             engine.dispose()
         wait_for(
-            lambda: relay.metric("payment_events_published_total", {"topic": "readiness.events"}) == 3,
+            lambda: relay.metric("payment_events_published_total", {"topic": "readiness.events"}) == 4,
             60,
-            "events published after the broker returned",
+            "the stuck event and the new ones published after the broker returned",
         )
-        assert any(
-            a["alert"] == "broker_unreachable" and a["status"] == "resolved" for a in receiver.received()
+        wait_for(
+            lambda: {(a["alert"], a["status"]) for a in receiver.received()}
+            >= {("broker_unreachable", "resolved"), ("outbox_stuck", "resolved")},
+            30,
+            "both alerts resolved",
         )
     finally:
         code = relay.stop()

@@ -14,6 +14,7 @@ from payment_events.cli.base import (
     EXIT_OK,
     CliState,
     cli,
+    emit_json,
     load,
     settings_options,
 )
@@ -29,15 +30,36 @@ if TYPE_CHECKING:
 
 
 @cli.command("relay")
+@click.option(
+    "--drain",
+    is_flag=True,
+    help="Publish what is pending now, print {\"resolved\": N} and exit (no HTTP server; for jobs).",
+)
 @settings_options(*ALL_GROUPS)
 @click.pass_context
-def relay_command(ctx: click.Context, /, **params: object) -> None:
+def relay_command(ctx: click.Context, /, drain: bool, **params: object) -> None:
     """Run the relay: publish committed outbox rows to Kafka until SIGTERM/SIGINT (then exit 0).
 
     Serves /metrics, /healthz and /readyz on --metrics-host:--metrics-port (127.0.0.1:9464 by default).
     """
     settings = load(ctx, params)
-    ctx.exit(serve_relay(settings))
+    ctx.exit(drain_relay(settings) if drain else serve_relay(settings))
+
+
+def drain_relay(settings: cfg.Settings) -> int:
+    """Publish every row that is pending and due now, print how many were resolved, return 0."""
+    from payment_events.outbox import migrate
+    from payment_events.relay.runner import build_relay
+
+    migrate.check(settings.database_url)
+    prepare_topics(settings)
+    relay = build_relay(settings.database_url, settings.kafka_bootstrap_servers, settings.to_relay_config())
+    try:
+        resolved = relay.drain()
+    finally:
+        relay.close()
+    emit_json({"resolved": resolved})
+    return EXIT_OK
 
 
 def serve_relay(settings: cfg.Settings) -> int:
@@ -86,6 +108,7 @@ def serve_relay(settings: cfg.Settings) -> int:
             settings.to_relay_config(),
             observer=observer,
         )
+        stack.callback(relay.close)  # idempotent; run() closes too, this covers a failed start
         if settings.database_url.startswith("sqlite"):
             observer.shards_owned(settings.relay_shard_count)  # one relay owns every shard on SQLite
         checks = _Checks(settings)

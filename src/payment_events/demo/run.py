@@ -95,7 +95,12 @@ def run_demo(
         settings.to_relay_config(), poll_interval_seconds=min(settings.relay_poll_interval, 0.05)
     )
     relay = build_relay(settings.database_url, settings.kafka_bootstrap_servers, config, observer=progress)
-    reader = TopicReader(settings.kafka_config(), topics)
+    try:
+        reader = TopicReader(settings.kafka_config(), topics)
+    except BaseException:
+        relay.close()
+        engine.dispose()
+        raise
     writer = _Writer(engine, settings, ledger, payments, seed)
     relay_thread = threading.Thread(target=relay.run, name="demo-relay", daemon=True)
     started = time.monotonic()
