@@ -62,13 +62,16 @@ def build_relay(
     from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker
 
     config = config or RelayConfig()
-    backend = make_url(database_url).get_backend_name()
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    # Everything opened so far, closed in reverse if building fails half way (or by the relay later).
     closers: list[Callable[[], object]] = []
-    store = SqlOutboxStore.from_url(database_url, shard_count=config.shard_count)
-    closers.append(store.close)
-    leases: ShardLeases
-    waker: Waker = SleepWaker()
     try:
+        if backend == "sqlite" and url.database and url.database != ":memory:":
+            closers.append(_exclusive_sqlite_relay(url.database))
+        store = SqlOutboxStore.from_url(database_url, shard_count=config.shard_count)
+        closers.append(store.close)
+        leases: ShardLeases
         if backend == "postgresql":
             pg_leases = PostgresShardLeases(database_url, shard_count=config.shard_count)
             closers.append(pg_leases.close)
@@ -76,8 +79,20 @@ def build_relay(
         else:
             leases = AllShards(config.shard_count)
         producer = KafkaBatchProducer(producer_config(bootstrap_servers, config.producer_overrides))
+        closers.append(lambda: producer.close(0.0))
+        waker: Waker = SleepWaker()
         if backend == "postgresql" and config.listen:
             waker = PostgresNotifyWaker(database_url, config.notify_channel)
+        closers.append(waker.close)
+        relay = Relay(
+            store,
+            producer,
+            config,
+            leases=leases,
+            observer=observer,
+            waker=waker,
+            closers=closers[:-2][::-1],  # the relay closes its producer and waker itself
+        )
     except BaseException:
         for close in reversed(closers):
             close()
@@ -86,9 +101,27 @@ def build_relay(
         "relay configured",
         extra={"event": "relay.configured", "backend": backend, "shard_count": config.shard_count},
     )
-    return Relay(
-        store, producer, config, leases=leases, observer=observer, waker=waker, closers=closers[::-1]
-    )
+    return relay
+
+
+def _exclusive_sqlite_relay(database: str) -> Callable[[], object]:
+    """Hold an exclusive lock on ``<database>.relay-lock``: SQLite has no shard leases, so a second relay
+    on the same file would publish the same rows concurrently and could reorder a key. The operating
+    system drops the lock when the process ends, however it ends. Returns the release function."""
+    import fcntl
+
+    from payment_events.errors import ConfigurationError
+
+    handle = open(f"{database}.relay-lock", "a+b")  # noqa: SIM115 - held open for the relay's lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigurationError(
+            f"another relay is already running on the SQLite outbox {database}; an SQLite outbox has "
+            "exactly one relay (use PostgreSQL to run several)"
+        ) from None
+    return handle.close
 
 
 @contextmanager
