@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, Message, Producer
+
 from tests.conftest import KcatMessage
 
 
