@@ -469,11 +469,14 @@ def verdict(
     engine = sa.create_engine(database_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sa.select(outbox_table.c.event_id, outbox_table.c.state)).all()
+            rows = conn.execute(
+                sa.select(outbox_table.c.event_id, outbox_table.c.state, outbox_table.c.topic)
+            ).all()
     finally:
         engine.dispose()
-    ledger = {event_id: state for event_id, state in rows}  # noqa: C416 - rows are Row objects
-    missing_from_ledger = [i for i in writes.committed if i not in ledger]
+    ledger = {event_id: state for event_id, state, topic in rows if topic in topics}
+    everything = {r.event_id for r in rows}
+    missing_from_ledger = [i for i in writes.committed if i not in everything]
     witnessed = kcat_ids(bootstrap, topics)
     kcat_missing = [i for i, state in ledger.items() if state != "dead" and i not in witnessed]
     undelivered_pending = t.pending - t.pending_delivered

@@ -67,15 +67,17 @@ def broker_kill(scale: Scale, broker: ThrowawayBroker) -> ScenarioResult:
 
 
 def network_faults(scale: Scale, proxy: FaultProxy, broker: ThrowawayBroker) -> ScenarioResult:
-    """Latency, connection resets and a blackhole of the broker's answers longer than the producer's
-    message timeout (outcome "possibly persisted": the rows must be retried, duplicates allowed)."""
+    """Latency, connection resets and a blackhole of the broker's answers longer than both the relay's
+    delivery wait and the producer's message timeout (outcome "possibly persisted": the rows must be
+    retried, duplicates allowed). The relay requires message.timeout.ms > its delivery wait."""
     result = ScenarioResult("network-faults")
     bootstrap = broker.bootstrap
-    timeout_ms = int(scale.message_timeout_seconds * 1000)
+    wait_s = scale.message_timeout_seconds
+    timeout_ms = int((wait_s + 4) * 1000)
     options = relay_options(
         "",
-        delivery_timeout_seconds=scale.message_timeout_seconds * 2 + 5,
-        producer_overrides={"message.timeout.ms": timeout_ms, "request.timeout.ms": min(timeout_ms, 5000)},
+        delivery_timeout_seconds=wait_s,
+        producer_overrides={"message.timeout.ms": timeout_ms, "request.timeout.ms": 5000},
     )
     with scenario_space(bootstrap, partitions=6) as (url, topic, dlq):
         options["dlq_topic"] = dlq
@@ -106,7 +108,7 @@ def network_faults(scale: Scale, proxy: FaultProxy, broker: ThrowawayBroker) -> 
     result.notes.insert(
         0,
         f"latency 300ms 5s, {resets} connections reset, responses blackholed "
-        f"{scale.blackhole_seconds:.0f}s > message.timeout.ms {timeout_ms}",
+        f"{scale.blackhole_seconds:.0f}s > delivery wait {wait_s:.0f}s, message.timeout.ms {timeout_ms}",
     )
     if relay.unexpected_exits:
         result.passed = False
