@@ -183,7 +183,7 @@ class Writers:
 
 def hold_transaction(database_url: str, topic: str, seconds: float, out: dict[str, Any]) -> threading.Thread:
     """Start a thread that inserts one event, keeps its transaction open ``seconds``, then commits.
-    ``out`` receives ``event_id`` and ``committed_at`` (monotonic)."""
+    ``out`` receives ``event_id`` and ``committed_at`` (wall clock, UTC, taken right after COMMIT)."""
 
     def run() -> None:
         engine = sa.create_engine(database_url, pool_size=1, max_overflow=0)
@@ -193,10 +193,9 @@ def hold_transaction(database_url: str, topic: str, seconds: float, out: dict[st
                 event = make_event(PaymentSucceeded, f"pay_held_{uuid.uuid4().hex[:8]}")
                 OutboxPublisher(conn, router=lambda _t: topic).publish(event)  # type: ignore[arg-type]
                 out["event_id"] = str(event.event_id)
-                out["inserted_at"] = time.monotonic()
                 time.sleep(seconds)
                 tx.commit()
-                out["committed_at"] = time.monotonic()
+                out["committed_at"] = datetime.now(UTC)
         finally:
             engine.dispose()
 
