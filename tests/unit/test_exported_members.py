@@ -60,3 +60,22 @@ def test_event_contract_names_are_exported() -> None:
         "to_minor_units",
         "uuid7",
     } <= set(payment_events.__all__)
+
+
+def test_io_side_names_are_exported_lazily() -> None:
+    """The outbox, relay, direct publisher and settings are exported and resolve on first use."""
+    import importlib
+    import subprocess
+    import sys
+
+    io_side = ("OutboxPublisher", "SqlOutboxStore", "Relay", "RelayConfig", "DirectPublisher", "TopicRouter")
+    for name in (*io_side, "Settings", "audit", "upgrade_outbox", "run_relay", "ensure_topics"):
+        assert name in payment_events.__all__
+        assert getattr(payment_events, name) is not None
+    assert importlib.import_module("payment_events.outbox.publisher").OutboxPublisher is (
+        payment_events.OutboxPublisher
+    )
+    # A consumer that only decodes events does not pay for SQLAlchemy or librdkafka at import time.
+    probe = "import sys, payment_events; print('sqlalchemy' in sys.modules, 'confluent_kafka' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
