@@ -239,7 +239,7 @@ class Reconciler:
             ledger_first_id=ledger_first_id, retention_horizon=retention_horizon or self._horizon,
             detail_limit=self._limit,
         )
-        groups = self._ledger_pass(report)
+        groups = self._ledger_pass(report, scanned)
         self._order_pass(report, groups)
         self._mismatch_pass(report, scanned)
         self._unknown_pass(report, set(known_elsewhere), retention_horizon or self._horizon)
@@ -254,10 +254,11 @@ class Reconciler:
             found = report.by_type[event_type] = Tally()
         return found
 
-    def _ledger_pass(self, report: AuditReport) -> _Groups:
+    def _ledger_pass(self, report: AuditReport, scanned: Sequence[PartitionRange]) -> _Groups:
         """Count every row by state and delivery; collect each key's first appearances per partition."""
         limit = self._limit
         groups: _Groups = {}
+        starts = {(r.topic, r.partition): r.start for r in scanned}
         for event_id, entry in self._entries.items():
             row = entry.row
             t = self._tally(report, row.event_type)
@@ -273,7 +274,9 @@ class Reconciler:
                 groups.setdefault((topic, partition, key), []).append((offset, row.id, event_id))
             if row.state == PUBLISHED:
                 t.published += 1
-                if entry.first is None:
+                if entry.first is None and _before_read(row, starts):
+                    t.expired += 1
+                elif entry.first is None:
                     t.lost += 1
                     if len(report.lost) < limit:
                         report.lost.append(
@@ -343,6 +346,15 @@ class Reconciler:
             if len(report.unknown) < self._limit:
                 report.unknown.append(
                     UnknownEvent(msg.event_id, event_type, msg.topic, msg.partition, msg.offset, purged))
+
+
+def _before_read(row: LedgerRow, starts: Mapping[tuple[str, int], int]) -> bool:
+    """True when the row's recorded offset lies before the first offset read from its partition: Kafka's
+    retention deleted it (or a time-range audit started later), so its absence proves nothing."""
+    if row.kafka_partition is None or row.kafka_offset is None:
+        return False
+    start = starts.get((row.topic, row.kafka_partition))
+    return start is not None and row.kafka_offset < start
 
 
 def _text(key: bytes | None) -> str:

@@ -26,6 +26,8 @@ class Tally:
     ``committed`` = ledger rows in scope (``published + pending + dead``). ``delivered`` = distinct
     ledger events seen at least once on the topics. ``lost`` = published rows never seen on the topics
     (pending rows are not lost: they are not yet due; dead rows went to the dead-letter topic).
+    ``expired`` = published rows not seen whose recorded offset lies before the first offset that could
+    be read (Kafka's retention already deleted the message, or a time range started after it): unchecked.
     ``duplicates`` = extra copies beyond the first; ``duplicated_events`` = events with more than one copy.
     ``order_violations`` = events whose first appearance came after a later event (by outbox id) of the
     same key. ``unknown`` = messages whose event id the ledger does not hold, of which ``purged`` look
@@ -40,6 +42,7 @@ class Tally:
     dead_delivered: int = 0
     delivered: int = 0
     lost: int = 0
+    expired: int = 0
     duplicates: int = 0
     duplicated_events: int = 0
     order_violations: int = 0
@@ -179,7 +182,8 @@ class AuditReport:
         """One line: the overall figures."""
         t = self.overall
         return (
-            f"committed={t.committed} delivered={t.delivered} lost={t.lost} pending={t.pending} "
+            f"committed={t.committed} delivered={t.delivered} lost={t.lost} expired={t.expired} "
+            f"pending={t.pending} "
             f"dead={t.dead} duplicates={t.duplicates} order_violations={t.order_violations} "
             f"ledger_mismatches={t.ledger_mismatches} unknown={t.unknown} purged={t.purged}"
         )
@@ -191,8 +195,8 @@ class AuditReport:
             f"  window: since={_iso(self.since)} until={_iso(self.until)}; {self.messages_read} messages "
             f"read in {(self.finished_at - self.started_at).total_seconds():.1f}s",
         ]
-        cols = ("committed", "delivered", "lost", "pending", "dead", "duplicates", "order_violations",
-                "ledger_mismatches", "unknown", "purged")
+        cols = ("committed", "delivered", "lost", "expired", "pending", "dead", "duplicates",
+                "order_violations", "ledger_mismatches", "unknown", "purged")
         header = f"  {'event type':<28}" + "".join(f"{c.replace('_', ' '):>12}" for c in cols)
         lines.append(header)
         rows = [*sorted(self.by_type.items()), ("TOTAL", self.overall)]

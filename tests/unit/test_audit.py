@@ -159,6 +159,14 @@ def test_recorded_position_outside_read_range_is_not_judged() -> None:
     assert report.overall.ledger_mismatches == 0
 
 
+def test_published_row_before_the_first_readable_offset_is_expired_not_lost() -> None:
+    """A published row whose offset Kafka's retention already deleted is counted expired, not lost."""
+    rows = [row(1, offset=2), row(2, offset=7)]
+    report = reconcile(rows, [msg("ev-2", 7)], scanned=[PartitionRange(TOPIC, 0, 5, 8)])
+    assert report.ok
+    assert (report.overall.expired, report.overall.lost) == (1, 0)
+
+
 def test_unknown_events_split_into_purged_and_unknown() -> None:
     """Events the ledger lacks are unknown; those older than the oldest published row are marked purged."""
     rows = [row(5, offset=2)]
