@@ -302,9 +302,21 @@ class Cluster:
             cwd=ROOT,
         )
 
+    def running(self) -> bool:
+        """True when all three nodes answer a metadata request."""
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 3000})
+        try:
+            return len(admin.list_topics(timeout=5).brokers) == 3
+        except Exception:  # noqa: BLE001 - not reachable means not running
+            return False
+
     def up(self) -> None:
         """Start the cluster if it is not running (idempotent) and make sure every node is back."""
         self._services("up", "--cluster")
+
+    def down(self) -> None:
+        """Stop the cluster (only call this when this suite started it)."""
+        self._services("down", "--cluster")
 
     def kill(self, node: int) -> None:
         """SIGKILL one node."""

@@ -12,7 +12,8 @@ class Scale:
     name: str
     relay_kill_events: int = 50_000
     relay_kill_rate: float = 900.0
-    kill_every: tuple[float, float] = (2.0, 5.0)
+    kill_every: tuple[float, float] = (1.0, 3.0)
+    """Seconds between a restarted relay reaching its loop and the next SIGKILL."""
     broker_events: int = 8_000
     broker_rate: float = 400.0
     broker_down_seconds: float = 5.0

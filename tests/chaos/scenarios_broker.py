@@ -132,7 +132,16 @@ def leader_failover(scale: Scale) -> ScenarioResult:
     partitions under load, restart it, repeat: nothing lost, order holds."""
     result = ScenarioResult("leader-failover")
     cluster = Cluster()
+    started_here = not cluster.running()
     cluster.up()
+    try:
+        return _failover(scale, cluster, result)
+    finally:
+        if started_here:
+            cluster.down()  # leave the machine as we found it
+
+
+def _failover(scale: Scale, cluster: Cluster, result: ScenarioResult) -> ScenarioResult:
     bootstrap = cluster.bootstrap
     killed: list[int] = []
     config = {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"}
