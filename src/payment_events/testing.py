@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from payment_events.outbox.admin import DeadLetter, OutboxRow
+from payment_events.outbox.headers import parse_headers
 from payment_events.outbox.ports import (
     DEAD,
     PENDING,
@@ -33,6 +34,7 @@ from payment_events.outbox.ports import (
     OutboxRecord,
     Published,
     Retry,
+    row_defect,
 )
 from payment_events.outbox.table import LAST_ERROR_MAX_CHARS
 from payment_events.publisher import PublishMethodsMixin
@@ -61,6 +63,7 @@ class InMemoryTransaction:
     def __init__(self, store: InMemoryOutboxStore) -> None:
         self._store = store
         self._rows: list[OutboxRow] = []
+        self._header_problems: dict[int, str] = {}
         self.done = False
 
     def add(self, encoded: EncodedEvent, topic: str = DEFAULT_TOPIC) -> int:
@@ -85,10 +88,19 @@ class InMemoryTransaction:
         schema_version: int = 1,
         headers: tuple[tuple[str, bytes], ...] = (),
         topic: str = DEFAULT_TOPIC,
+        headers_json: str | None = None,
     ) -> int:
-        """Write one row from its parts; return its outbox id."""
+        """Write one row from its parts; return its outbox id.
+
+        ``headers_json`` stands for the SQL stores' ``headers`` column written by hand: when given it
+        replaces ``headers``, parsed the way the SQL stores parse the column (so a malformed text gives a
+        row the relay dead-letters, as on a real database).
+        """
         if self.done:
             raise RuntimeError("this in-memory transaction already ended")
+        problem: str | None = None
+        if headers_json is not None:
+            headers, problem = parse_headers(headers_json)
         now = self._store.clock()
         row = OutboxRow(
             id=self._store._next_id(),
@@ -110,17 +122,20 @@ class InMemoryTransaction:
             kafka_offset=None,
         )
         self._rows.append(row)
+        if problem is not None:
+            self._header_problems[row.id] = problem
         return row.id
 
     def commit(self) -> None:
         """Make the rows visible (all at once); a duplicate ``event_id`` fails the whole commit."""
         self.done = True
-        self._store._commit(self._rows)
+        self._store._commit(self._rows, self._header_problems)
 
     def rollback(self) -> None:
         """Discard the rows (their ids are never reused, as with a database sequence)."""
         self.done = True
         self._rows = []
+        self._header_problems = {}
 
 
 @dataclass
@@ -139,6 +154,8 @@ class InMemoryOutboxStore:
         self._lock = threading.Lock()
         self._ids = _Counter()
         self._rows: dict[int, OutboxRow] = {}
+        self._header_problems: dict[int, str] = {}
+        """Rows whose ``headers_json`` could not be parsed, by id (what is wrong with it)."""
 
     # --------------------------------------------------------------------------------- writing
     @contextmanager
@@ -167,7 +184,7 @@ class InMemoryOutboxStore:
             self._ids.value += 1
             return self._ids.value
 
-    def _commit(self, rows: Sequence[OutboxRow]) -> None:
+    def _commit(self, rows: Sequence[OutboxRow], header_problems: dict[int, str] | None = None) -> None:
         with self._lock:
             known = {r.event_id for r in self._rows.values()}
             batch = [r.event_id for r in rows]
@@ -175,6 +192,7 @@ class InMemoryOutboxStore:
                 raise ValueError("an event with this eventId is already in the outbox")
             for row in rows:
                 self._rows[row.id] = row
+            self._header_problems.update(header_problems or {})
 
     # ------------------------------------------------------------------------------ the port
     def claim(self, shards: Collection[int] | None, limit: int, now: datetime) -> list[OutboxRecord]:
@@ -196,7 +214,7 @@ class InMemoryOutboxStore:
                     continue
                 if owned is not None and row.shard not in owned:
                     continue
-                out.append(_record(row))
+                out.append(_record(row, self._header_problems.get(row.id)))
                 if len(out) >= limit:
                     break
         return out
@@ -308,7 +326,7 @@ class InMemoryOutboxStore:
             return sorted(self._rows.values(), key=lambda r: r.id)
 
 
-def _record(row: OutboxRow) -> OutboxRecord:
+def _record(row: OutboxRow, headers_problem: str | None = None) -> OutboxRecord:
     return OutboxRecord(
         id=row.id,
         event_id=row.event_id,
@@ -321,6 +339,7 @@ def _record(row: OutboxRow) -> OutboxRecord:
         shard=row.shard,
         attempts=row.attempts,
         created_at=row.created_at,
+        defect=row_defect(row.key, row.payload, headers_problem),
     )
 
 

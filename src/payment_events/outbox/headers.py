@@ -48,6 +48,39 @@ def load_headers(text: str) -> Headers:
     return headers
 
 
+HEADERS_NOT_JSON = "headers column is not valid JSON"
+HEADERS_NOT_HEADER_JSON = "headers column is not a JSON list of [name, value] pairs"
+
+
+def parse_headers(text: object) -> tuple[Headers, str | None]:
+    """Like :func:`load_headers`, but never raises: ``(headers, None)`` for a sound column, or
+    ``((), problem)`` with a short, content-free description of what is wrong with it.
+
+    The relay's claim uses this, so one malformed row is dead-lettered instead of failing every claim.
+    """
+    if not isinstance(text, str | bytes | bytearray):
+        return (), HEADERS_NOT_JSON
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return (), HEADERS_NOT_JSON
+    if items.__class__ is list:
+        try:
+            headers = tuple([(name, value.encode()) for name, value in items])
+        except (ValueError, TypeError, AttributeError):
+            pass
+        else:
+            for name, _ in headers:
+                if name.__class__ is not str:
+                    break
+            else:
+                return headers, None
+    try:
+        return _load_checked(items), None
+    except SerializationError:
+        return (), HEADERS_NOT_HEADER_JSON
+
+
 def _load_checked(items: object) -> Headers:
     out: list[tuple[str, bytes]] = []
     try:

@@ -31,6 +31,28 @@ class OutboxRecord:
     shard: int
     attempts: int
     created_at: datetime
+    defect: str | None = None
+    """Why this row cannot be produced as stored (e.g. its headers column is not valid JSON, its payload
+    is empty), or ``None`` for a sound row. A store sets it instead of failing the whole claim; the
+    relay dead-letters such a row without producing it. A short fixed text, never the row's content."""
+
+
+def row_defect(key: bytes, payload: bytes, headers_problem: str | None = None) -> str | None:
+    """What is wrong with a stored row, if anything: every store applies the same rules.
+
+    ``headers_problem`` is what parsing the headers found (see
+    :func:`payment_events.outbox.headers.parse_headers`). Returns ``None`` for a producible row.
+    """
+    if key and payload and headers_problem is None:
+        return None  # the common case, first and cheap
+    problems = []
+    if not key:
+        problems.append("key is empty")
+    if not payload:
+        problems.append("payload is empty")
+    if headers_problem is not None:
+        problems.append(headers_problem)
+    return "; ".join(problems)
 
 
 @dataclass(frozen=True, slots=True)

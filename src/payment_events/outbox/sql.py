@@ -43,7 +43,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from payment_events.outbox import admin
 from payment_events.outbox.dberrors import translated
-from payment_events.outbox.headers import load_headers
+from payment_events.outbox.headers import parse_headers
 from payment_events.outbox.leases import AllShards, PostgresShardLeases
 from payment_events.outbox.ports import (
     DEAD,
@@ -53,6 +53,7 @@ from payment_events.outbox.ports import (
     OutboxRecord,
     Published,
     Retry,
+    row_defect,
 )
 from payment_events.outbox.table import (
     HAS_FAILED,
@@ -468,11 +469,19 @@ class SqlOutboxStore:
 
 
 def _records(rows: Sequence[Any]) -> list[OutboxRecord]:
-    """Claimed rows as records. Unpacked positionally: this runs for every row the relay publishes."""
+    """Claimed rows as records. Unpacked positionally: this runs for every row the relay publishes.
+
+    A row that cannot be produced as stored (headers not valid JSON, an empty payload or key) becomes a
+    record with a ``defect`` instead of an exception: the relay dead-letters it, and one bad row never
+    blocks the claim of every other row.
+    """
     out: list[OutboxRecord] = []
     append = out.append
-    for row_id, event_id, event_type, version, topic, key, payload, headers, shard, attempts, stamp in rows:
+    for row_id, event_id, event_type, version, topic, k, p, headers, shard, attempts, stamp in rows:
         created = stamp if stamp.tzinfo is UTC else _as_utc(stamp)  # PostgreSQL answers in its session zone
+        parsed, problem = parse_headers(headers)
+        key = b"" if k is None else bytes(k)
+        payload = b"" if p is None else bytes(p)
         append(
             OutboxRecord(
                 row_id,
@@ -480,12 +489,13 @@ def _records(rows: Sequence[Any]) -> list[OutboxRecord]:
                 event_type,
                 version,
                 topic,
-                bytes(key),
-                bytes(payload),
-                load_headers(headers),
+                key,
+                payload,
+                parsed,
                 shard,
                 attempts,
                 created,
+                row_defect(key, payload, problem),
             )
         )
     return out

@@ -46,6 +46,7 @@ PERMANENT_CODES: frozenset[str] = frozenset(
         "_KEY_SERIALIZATION",
         "_VALUE_SERIALIZATION",
         "SERIALIZATION",  # our own code for a row whose bytes or headers cannot be produced at all
+        "MALFORMED_ROW",  # our own code for a row stored unproducible (see OutboxRecord.defect)
     }
 )
 
@@ -88,6 +89,9 @@ TRANSIENT_CODES: frozenset[str] = frozenset(
     }
 )
 
+
+MALFORMED_ROW = "MALFORMED_ROW"
+"""The code of a dead letter whose outbox row cannot be produced as stored (``OutboxRecord.defect``)."""
 
 RETRY_BUDGET_EXHAUSTED = "RETRY_BUDGET_EXHAUSTED"
 """The code of a dead letter whose transient failures used up ``max_attempts``."""
@@ -207,6 +211,37 @@ class Resolution:
     """Nothing got through and the failures were transient: treat as a broker outage, count no attempt."""
 
 
+def malformed(record: OutboxRecord) -> DeliveryError | None:
+    """The permanent failure of a record with a ``defect`` (never produced), or ``None`` for a sound one.
+
+    The reason names what is wrong with the row, never its content.
+    """
+    if record.defect is None:
+        return None
+    return DeliveryError(MALFORMED_ROW, f"malformed outbox row: {record.defect}", retriable=False)
+
+
+def producible(records: Sequence[OutboxRecord]) -> Sequence[OutboxRecord]:
+    """The records to hand to the producer: every record without a ``defect`` (``records`` itself in the
+    common case where none has one)."""
+    for record in records:
+        if record.defect is not None:
+            return [r for r in records if r.defect is None]
+    return records
+
+
+def merge_outcomes(records: Sequence[OutboxRecord], produced: Sequence[Outcome]) -> list[Outcome]:
+    """One outcome per record: the producer's for the :func:`producible` ones (``produced``, same order),
+    the ``MALFORMED_ROW`` failure for the others."""
+    if len(produced) == len(records):
+        return list(produced)
+    reports = iter(produced)
+    merged: list[Outcome] = [malformed(r) if r.defect is not None else next(reports) for r in records]
+    if next(reports, reports) is not reports:
+        raise ValueError("more outcomes than producible records")
+    return merged
+
+
 def is_outage(outcomes: Sequence[Outcome]) -> bool:
     """True when no message of a batch was acknowledged and at least one failed transiently.
 
@@ -235,8 +270,10 @@ def resolve_batch(
     Per key, in id order: a delivered record is published, a permanently failed one (or one whose retry
     budget is spent) is dead, and the first record that did not get through transiently -- a failure or
     a missing report -- is retried with backoff (a missing report counts no attempt: it stays untouched);
-    every later record of that key is left untouched. During an outage (:func:`is_outage`) transient
-    failures count no attempt either: those records stay untouched and the relay backs off.
+    every later record of that key is left untouched. A record with a ``defect`` is dead
+    (``MALFORMED_ROW``) whatever its outcome says: it must never be published. During an outage
+    (:func:`is_outage`) transient failures count no attempt either: those records stay untouched and
+    the relay backs off.
     """
     if len(records) != len(outcomes):
         raise ValueError(f"{len(records)} records but {len(outcomes)} outcomes")
@@ -245,7 +282,7 @@ def resolve_batch(
     blocked: set[bytes] = set()
     for i in order:
         record = records[i]
-        outcome = outcomes[i]
+        outcome = outcomes[i] if record.defect is None else malformed(record)
         if record.key in blocked:
             result.untouched.append(record.id)
             continue

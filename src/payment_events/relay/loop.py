@@ -26,7 +26,14 @@ from typing import Any, cast
 from payment_events.errors import ConfigurationError
 from payment_events.observer import NullObserver, RelayObserver
 from payment_events.outbox.ports import OutboxRecord, OutboxStore, ShardLeases
-from payment_events.relay.decisions import Outcome, backoff_delay, next_wait, resolve_batch
+from payment_events.relay.decisions import (
+    Outcome,
+    backoff_delay,
+    merge_outcomes,
+    next_wait,
+    producible,
+    resolve_batch,
+)
 from payment_events.relay.outcomes import dead_letter, report
 from payment_events.relay.ports import BatchProducer, PipelinedProducer, Waker
 from payment_events.relay.settings import RelayConfig
@@ -186,15 +193,16 @@ class Relay:
             records = self._claim(shards)
             if not records:
                 return _EMPTY
-            outcomes = self._producer.produce_batch(records, self.config.delivery_timeout_seconds)
-            return self._finish(records, outcomes)
+            # Malformed rows (OutboxRecord.defect) are never produced: they go straight to dead.
+            produced = self._producer.produce_batch(producible(records), self.config.delivery_timeout_seconds)
+            return self._finish(records, merge_outcomes(records, produced))
         if not self._lease_refresh_due():
             busy = {flight.group for flight in self._inflight}
             for index, group in enumerate(self._shard_groups()):
                 if index not in busy and not self._stopping:
                     records = self._claim(group)
                     if records:
-                        sent = cast(PipelinedProducer, self._producer).send(records)
+                        sent = cast(PipelinedProducer, self._producer).send(producible(records))
                         self._inflight.append(_InFlight(index, records, sent))
         if not self._inflight:
             return _EMPTY
@@ -210,8 +218,8 @@ class Relay:
     def _complete_oldest(self) -> CycleReport:
         flight = self._inflight.popleft()
         producer = cast(PipelinedProducer, self._producer)
-        outcomes = producer.wait(flight.sent, self.config.delivery_timeout_seconds)
-        return self._finish(flight.records, outcomes)
+        produced = producer.wait(flight.sent, self.config.delivery_timeout_seconds)
+        return self._finish(flight.records, merge_outcomes(flight.records, produced))
 
     def _finish(self, records: list[OutboxRecord], outcomes: list[Outcome]) -> CycleReport:
         """Resolve a produced batch: decide, copy dead rows to the DLQ, mark, report."""
