@@ -271,6 +271,10 @@ class RelayProcess:
                 raise RuntimeError(f"relay {self.name} did not start; see {self.log_path}")
             time.sleep(0.1)
 
+    def log_count(self, marker: str) -> int:
+        """How often ``marker`` appears in this relay's log (all its runs)."""
+        return self._log_text().count(marker)
+
     def _log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")

@@ -131,7 +131,8 @@ def several_relays(scale: Scale) -> ScenarioResult:
             wait_drained(url, scale.drain_timeout, relays)
         _stop_all(relays)
         verdict(result, url, SHARED_KAFKA, [topic], writers.log, recoveries=watch.recoveries(), relays=relays)
-    result.notes.insert(0, f"kills={sum(r.kills for r in relays)}")
+    moves = sum(r.log_count('"relay.shards"') for r in relays) - sum(r.starts for r in relays)
+    result.notes.insert(0, f"kills={sum(r.kills for r in relays)}, shard ownership changes={moves}")
     return result
 
 
