@@ -2,7 +2,8 @@
 
 The event contracts (models, codec, registry, money) are pure and imported eagerly. The parts that do
 I/O (the outbox publisher and store, the relay, the direct publisher, settings) are imported on first
-use, so ``import payment_events`` in a consumer that only decodes events stays light.
+use, so ``import payment_events`` in a consumer that only decodes events stays light. The audit is
+``payment_events.audit.audit`` (a top-level ``audit`` name would be shadowed by the submodule).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from payment_events.publisher import PaymentEventPublisher, PublishMethodsMixin
 from payment_events.registry import DEFAULT_REGISTRY, EventRegistry
 
 if TYPE_CHECKING:
-    from payment_events.audit import audit
     from payment_events.audit_report import AuditReport
     from payment_events.config import Settings, load_settings
     from payment_events.direct import DeliveryReceipt, DirectPublisher
@@ -79,7 +79,6 @@ _LAZY: dict[str, tuple[str, str]] = {
     "StoreError": ("payment_events.errors", "StoreError"),
     "TopicRouter": ("payment_events.topics", "TopicRouter"),
     "TransientPublishError": ("payment_events.errors", "TransientPublishError"),
-    "audit": ("payment_events.audit", "audit"),
     "build_relay": ("payment_events.relay.runner", "build_relay"),
     "ensure_topics": ("payment_events.kafka_admin", "ensure_topics"),
     "load_settings": ("payment_events.config", "load_settings"),
@@ -146,7 +145,6 @@ __all__ = [
     "TopicRouter",
     "TransientPublishError",
     "UnknownEventTypeError",
-    "audit",
     "build_relay",
     "currency_exponent",
     "decode",

@@ -69,7 +69,7 @@ def test_io_side_names_are_exported_lazily() -> None:
     import sys
 
     io_side = ("OutboxPublisher", "SqlOutboxStore", "Relay", "RelayConfig", "DirectPublisher", "TopicRouter")
-    for name in (*io_side, "Settings", "audit", "upgrade_outbox", "run_relay", "ensure_topics"):
+    for name in (*io_side, "Settings", "AuditReport", "upgrade_outbox", "run_relay", "ensure_topics"):
         assert name in payment_events.__all__
         assert getattr(payment_events, name) is not None
     assert importlib.import_module("payment_events.outbox.publisher").OutboxPublisher is (
