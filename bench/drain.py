@@ -1,0 +1,80 @@
+"""Workload 2 and 4 (drain): time the real relay to publish and mark a backlog of pending events.
+
+The backlog (written by the real ``OutboxPublisher``, parked by :mod:`bench.backlog`) is released in
+one commit while the relay instances are already running with their shards balanced. The clock starts
+just before that COMMIT and stops at the last ``published_at`` (the relay's own clock when it marked
+the last batch; same machine), cross-checked by polling the pending count every 50 ms.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench import backlog
+from bench.infra import create_topic, delete_topics
+from bench.relays import RelayGroup, peak_rss_mb
+
+
+def run_drain(
+    engine: sa.Engine,
+    database_url: str,
+    bootstrap: str,
+    *,
+    instances: int,
+    relay_config: dict[str, Any],
+    partitions: int,
+    limit: int | None = None,
+    profile: Path | None = None,
+    patch: str | None = None,
+    timeout: float = 300.0,
+) -> dict[str, Any]:
+    """Drain the parked backlog (or its first ``limit`` rows) with ``instances`` relays; return numbers.
+
+    A drain that does not finish within ``timeout`` seconds is reported with the rate it reached."""
+    backlog.clear_pending(engine)
+    topic = create_topic(f"drain{instances}", partitions)
+    group = RelayGroup(database_url, bootstrap, instances, relay_config, profile=profile, patch=patch)
+    summaries: list[dict[str, Any]] = []
+    try:
+        group.start()
+        balance_seconds = group.wait_balanced(engine, relay_config.get("shard_count", 64))
+        committed_at, rows = backlog.release(engine, topic, limit)
+        seen_empty_at = backlog.wait_drained(engine, timeout)
+        time.sleep(0.2)
+        summaries = group.stop()
+    finally:
+        if group.summaries == [] and group._procs:
+            group.stop()
+        delete_topics([topic])
+    first, last, published = backlog.published_window(engine, topic)
+    last_epoch = backlog.as_epoch(last)
+    first_epoch = backlog.as_epoch(first)
+    finished = seen_empty_at is not None and published == rows
+    seconds = (last_epoch - committed_at) if finished else timeout
+    steady = last_epoch - first_epoch
+    return {
+        "instances": instances,
+        "patch": patch,
+        "events": rows,
+        "published": published,
+        "finished": finished,
+        "seconds": round(seconds, 3),
+        "events_per_second": round(published / seconds, 1) if seconds > 0 else math.nan,
+        "first_to_last_mark_seconds": round(steady, 3),
+        "polled_seconds": round(seen_empty_at - committed_at, 3) if seen_empty_at else None,
+        "shard_balance_seconds": round(balance_seconds, 2),
+        "peak_rss_mb": peak_rss_mb(summaries),
+        "idle_rss_mb": max(group.idle_rss_mb, default=0.0),
+        "rss_timeline": group.rss_timeline,
+        "relay_cpu_seconds": [s.get("cpu_seconds") for s in summaries],
+        "batches": [s.get("batches") for s in summaries],
+        "mean_batch": [s.get("mean_batch") for s in summaries],
+        "published_by_instance": [s.get("published") for s in summaries],
+        "exit_codes": [s.get("exit_code") for s in summaries],
+        "profiled": profile is not None,
+    }

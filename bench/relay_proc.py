@@ -1,0 +1,138 @@
+"""One relay instance as its own process (``python -m bench.relay_proc``), as production runs it.
+
+It runs the real relay (``payment_events.relay.runner.run_relay``: SQL store, advisory-lock shard
+leases, LISTEN wake-ups, the idempotent ``acks=all`` producer) with the given ``RelayConfig`` values,
+until SIGTERM. A small observer records what the relay reports (batch sizes and its own
+commit-to-mark latencies, computed from the row's ``created_at``). On exit it writes a JSON summary
+(``--out``): peak RSS (``VmHWM``), CPU time, batches, latencies. With ``--profile`` the whole run
+is recorded by pyinstrument and written as text (and HTML next to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+class BenchObserver:
+    """Keeps what the relay reports, cheaply: batch sizes and commit-to-mark latencies."""
+
+    def __init__(self) -> None:
+        self.batch_sizes: list[int] = []
+        self.batch_times: list[float] = []
+        self.latencies: list[float] = []
+        self.retried_count = 0
+        self.dead_count = 0
+        self.shard_count = 0
+
+    def published(self, event_type: str, topic: str, commit_to_ack_seconds: Sequence[float]) -> None:
+        """Events were acknowledged and marked published."""
+        self.latencies.extend(commit_to_ack_seconds)
+
+    def retried(self, event_type: str, topic: str, reason: str, count: int) -> None:
+        """Events were scheduled for a retry."""
+        self.retried_count += count
+
+    def dead_lettered(self, event_type: str, topic: str, reason: str, count: int) -> None:
+        """Events were dead-lettered."""
+        self.dead_count += count
+
+    def batch(self, size: int) -> None:
+        """A batch was claimed and produced."""
+        self.batch_sizes.append(size)
+        self.batch_times.append(time.time())
+
+    def backlog(self, pending: int, oldest_pending_age_seconds: float) -> None:
+        """Backlog report (ignored: the harness measures the backlog itself)."""
+
+    def shards_owned(self, count: int) -> None:
+        """Shards owned by this instance."""
+        self.shard_count = count
+
+    def broker_reachable(self, reachable: bool) -> None:
+        """Ignored."""
+
+    def database_reachable(self, reachable: bool) -> None:
+        """Ignored."""
+
+
+def _peak_rss_mb() -> float:
+    """This process's high-water RSS (``VmHWM``). Not ``getrusage``: Linux carries ``ru_maxrss`` over
+    ``execve``, so a child started from a big parent would report the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one relay until SIGTERM; write the summary."""
+    from payment_events.relay.runner import run_relay
+    from payment_events.relay.settings import RelayConfig
+
+    parser = argparse.ArgumentParser(prog="python -m bench.relay_proc")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--config", default="{}", help="RelayConfig overrides as JSON")
+    parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument(
+        "--patch", choices=["two-step-claim"], default=None, help="an experiment: see bench.claim_fix"
+    )
+    args = parser.parse_args(argv)
+    if args.patch == "two-step-claim":
+        from bench.claim_fix import install
+
+        install()
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    overrides: dict[str, Any] = json.loads(args.config)
+    config = RelayConfig(**overrides)
+    observer = BenchObserver()
+    profiler: Any = None
+    if args.profile is not None:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.001)
+    started = time.time()
+    cpu0 = time.process_time()
+    if profiler is not None:
+        profiler.start()
+    try:
+        run_relay(args.url, args.bootstrap, config, observer=observer)
+    finally:
+        if profiler is not None:
+            profiler.stop()
+            args.profile.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+            args.profile.with_suffix(".html").write_text(profiler.output_html())
+        summary = {
+            "started_at": started,
+            "stopped_at": time.time(),
+            "cpu_seconds": round(time.process_time() - cpu0, 3),
+            "peak_rss_mb": _peak_rss_mb(),
+            "batches": len(observer.batch_sizes),
+            "mean_batch": round(sum(observer.batch_sizes) / len(observer.batch_sizes), 1)
+            if observer.batch_sizes
+            else 0,
+            "published": len(observer.latencies),
+            "retried": observer.retried_count,
+            "dead": observer.dead_count,
+            "shards": observer.shard_count,
+            "commit_to_mark_seconds": observer.latencies,
+            "batch_log": list(zip(observer.batch_times, observer.batch_sizes, strict=True)),
+        }
+        args.out.write_text(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""The results files: ``bench/results/<date>.json`` (everything) and ``<date>.md`` (the table)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.stats import ratio
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _met(flag: bool | None) -> str:
+    if flag is None:
+        return "n/a"
+    return "yes" if flag else "**no**"
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue 6 with the measured value and whether it is met."""
+    targets: list[dict[str, Any]] = []
+    wp = results.get("write_path")
+    if wp:
+        targets.append(
+            {"target": "write path: median txn with outbox insert <= 1.3x without",
+             "measured": f"{wp['ratio_p50']}x", "met": wp["ratio_p50"] <= 1.3}
+        )
+    drain = results.get("drain") or {}
+    relay_runs = {
+        r["instances"]: r for r in drain.get("relay", []) if not r.get("patch") and not r.get("profiled")
+    }
+    ceiling = (drain.get("raw_ceiling") or {}).get("events_per_second")
+    one = relay_runs.get(1)
+    if one:
+        targets.append(
+            {"target": "drain >= 30,000 events/s (1 relay)", "measured": _fmt(one["events_per_second"], 0),
+             "met": one["events_per_second"] >= 30_000}
+        )
+        if ceiling:
+            share = ratio(one["events_per_second"], ceiling)
+            targets.append(
+                {"target": "drain >= 50% of the raw producer ceiling (1 relay)",
+                 "measured": f"{share * 100:.0f}%", "met": share >= 0.5}
+            )
+    sustained = results.get("sustained") or {}
+    for run in sustained.get("runs", []):
+        if run["instances"] != 1 or run.get("patch"):
+            continue
+        p99 = run["commit_to_ack_ms"]["p99"]
+        if run["target_rate"] == 1000:
+            targets.append(
+                {"target": "commit-to-ack p99 <= 50 ms at 1,000 events/s", "measured": f"{_fmt(p99)} ms",
+                 "met": run["sustained"] and p99 <= 50}
+            )
+        if run["target_rate"] == 5000:
+            targets.append(
+                {"target": "commit-to-ack p99 <= 250 ms at 5,000 events/s", "measured": f"{_fmt(p99)} ms",
+                 "met": run["sustained"] and p99 <= 250}
+            )
+    best = sustained.get("max_sustained")
+    if best is not None:
+        rate = best.get("1")
+        targets.append(
+            {"target": "sustained >= 10,000 events/s with backlog growth <= 100/s (1 relay)",
+             "measured": f"{_fmt(rate, 0)} events/s" if rate else "none sustained",
+             "met": bool(rate and rate >= 10_000)}
+        )
+    peaks = [r.get("peak_rss_mb", 0.0) for r in drain.get("relay", [])]
+    peaks += [r.get("peak_rss_mb", 0.0) for r in sustained.get("runs", [])]
+    if peaks:
+        targets.append(
+            {"target": "relay peak RSS <= 200 MB", "measured": f"{max(peaks):.0f} MB",
+             "met": max(peaks) <= 200}
+        )
+    return targets
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The human-readable table (and the context needed to read it)."""
+    m = results["machine"]
+    v = m["versions"]
+    ev = results.get("event", {})
+    lines = [
+        f"# payment-events benchmark, {results['run']['date']} ({results['run']['mode']} run)",
+        "",
+        f"Machine: {m['cpu_model']}, {m['logical_cores']} logical cores, {m['memory_mb']:,} MB RAM, "
+        f"load average at start {m['load_average_at_start']}. **PostgreSQL, the Kafka broker, the relay(s) "
+        "and the load generators all share these cores**, so every figure also comes as a ratio against a "
+        "baseline measured in the same run.",
+        f"Versions: Python {v['python']}, confluent-kafka {v['confluent_kafka']} / librdkafka "
+        f"{v['librdkafka']}, Kafka broker {v['kafka_broker']} (single KRaft node), PostgreSQL "
+        f"{v['postgresql']} (synchronous_commit={m['postgresql_settings'].get('synchronous_commit')}).",
+        f"Events: {ev.get('event_type')}, value {ev.get('value_bytes')} B + key {ev.get('key_bytes')} B + "
+        f"{ev.get('headers')} headers {ev.get('header_bytes')} B = {ev.get('total_bytes')} B on the wire "
+        "(before lz4).",
+        "",
+        "| Workload | Measured | Same-run baseline | Ratio |",
+        "|---|---|---|---|",
+    ]
+    wp = results.get("write_path")
+    if wp:
+        a, b, c = wp["payment_alone_ms"], wp["payment_plus_outbox_ms"], wp["payment_plus_outbox_no_notify_ms"]
+        lines.append(
+            f"| 1. Write path p50, payment txn + outbox insert | {a and _fmt(b['p50'], 3)} ms | "
+            f"payment txn alone {_fmt(a['p50'], 3)} ms | {wp['ratio_p50']}x |"
+        )
+        lines.append(
+            f"| 1. Write path p99, payment txn + outbox insert | {_fmt(b['p99'], 3)} ms | "
+            f"payment txn alone {_fmt(a['p99'], 3)} ms | {wp['ratio_p99']}x |"
+        )
+        lines.append(
+            f"| 1. Write path p50, same without pg_notify | {_fmt(c['p50'], 3)} ms | "
+            f"payment txn alone {_fmt(a['p50'], 3)} ms | {wp['ratio_p50_no_notify']}x |"
+        )
+    drain = results.get("drain") or {}
+    ceiling = (drain.get("raw_ceiling") or {}).get("events_per_second")
+    naive = (drain.get("naive") or {}).get("events_per_second")
+    if ceiling:
+        lines.append(
+            f"| 2a. Raw producer ceiling, {drain['events']:,} msgs from memory | "
+            f"{_fmt(ceiling, 0)} events/s | (the baseline) | 1.0 |"
+        )
+    if naive:
+        lines.append(
+            f"| 2b. Naive relay (row by row), {drain['naive']['published']:,}-row sample | "
+            f"{_fmt(naive, 0)} events/s | raw ceiling | {ratio(naive, ceiling or math.nan)} |"
+        )
+    for run in drain.get("relay", []):
+        rate = run["events_per_second"]
+        tag = " (profiled)" if run.get("profiled") else ""
+        if run.get("patch"):
+            tag += f", **{run['patch']} experiment**"
+        if not run.get("finished", True):
+            tag += f", NOT finished: {run['published']:,} published in the {_fmt(run['seconds'], 0)} s cap"
+        lines.append(
+            f"| 2. Drain {run['events']:,} events, {run['instances']} relay"
+            f"{'s' if run['instances'] > 1 else ''}{tag} | "
+            f"{_fmt(rate, 0)} events/s ({_fmt(run['seconds'], 2)} s) | raw ceiling; naive | "
+            f"{ratio(rate, ceiling or math.nan)} of ceiling; {ratio(rate, naive or math.nan)}x naive |"
+        )
+    sustained = results.get("sustained") or {}
+    ack = sustained.get("ack_baseline") or {}
+    for run in sustained.get("runs", []):
+        lat = run["commit_to_ack_ms"]
+        base = (ack.get(str(int(run["target_rate"]))) or ack.get("1000") or {}).get("produce_to_ack_ms", {})
+        lines.append(
+            f"| 3. Sustained {_fmt(run['target_rate'], 0)}/s target, {run['instances']} relay"
+            f"{'s' if run['instances'] > 1 else ''}, {_fmt(run['duration_seconds'], 0)} s"
+            f"{', **' + run['patch'] + ' experiment**' if run.get('patch') else ''}"
+            f"{' (search step)' if run.get('search') else ''} | "
+            f"achieved {_fmt(run['achieved_write_rate'], 0)}/s; "
+            f"commit->ack p50/p99/p99.9 {_fmt(lat['p50'])}/{_fmt(lat['p99'])}/{_fmt(lat['p999'])} ms; "
+            f"backlog {run['backlog_growth_per_second']:+.0f}/s (max {run['backlog_max']:,})"
+            f"{'' if run['sustained'] else ' — NOT sustained'} | "
+            f"raw produce->ack p99 {_fmt(base.get('p99'))} ms | "
+            f"p99 {ratio(lat['p99'], base.get('p99', math.nan))}x; "
+            f"rate {ratio(run['achieved_write_rate'], ceiling or math.nan)} of ceiling |"
+        )
+    best = sustained.get("max_sustained") or {}
+    for instances, rate in best.items():
+        lines.append(
+            f"| 4. Highest sustained rate found, {instances} relay(s) | "
+            f"{_fmt(rate, 0) if rate else 'none of the tried rates'} events/s | raw ceiling | "
+            f"{ratio(rate or math.nan, ceiling or math.nan)} |"
+        )
+    mem = results.get("memory")
+    if mem:
+        lines.append(
+            f"| 5. Relay peak RSS (all runs) | {_fmt(mem['peak_rss_mb'])} MB | "
+            f"idle relay {_fmt(mem['idle_rss_mb'])} MB | {ratio(mem['peak_rss_mb'], mem['idle_rss_mb'])}x |"
+        )
+    lines += ["", "## Targets (issue 6)", "", "| Target | Measured | Met |", "|---|---|---|"]
+    for t in results.get("targets", []):
+        lines.append(f"| {t['target']} | {t['measured']} | {_met(t['met'])} |")
+    profile = results.get("profile")
+    if profile and profile.get("top"):
+        lines += ["", "## Where a draining relay spends its time (pyinstrument, one instance)", "", "```"]
+        lines += profile["top"]
+        lines += ["```"]
+    lines += ["", f"Settings: `{json.dumps(results.get('settings', {}), sort_keys=True)}`", ""]
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], directory: Path = RESULTS_DIR) -> tuple[Path, Path]:
+    """Write ``<date>.json`` and ``<date>.md`` (``<date>-quick`` for quick runs); return both paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = results["run"]["date"] + ("-quick" if results["run"]["mode"] == "quick" else "")
+    json_path = directory / f"{stem}.json"
+    md_path = directory / f"{stem}.md"
+    json_path.write_text(json.dumps(results, indent=1, sort_keys=False, default=str) + "\n")
+    md_path.write_text(markdown(results))
+    return json_path, md_path

@@ -1,0 +1,252 @@
+"""Workload 3 and 4 (sustained): writers commit at a fixed rate while the relay runs; measure the
+commit-to-ack latency and whether the backlog grows.
+
+* Writers: ``bench.writer_proc`` processes (2 by default), open loop, events encoded in advance.
+* Relays: ``bench.relay_proc`` processes, started first and given time to balance their shards.
+* Latency, two ways, both from the writer's wall-clock time right after ``COMMIT`` returned:
+  - commit -> broker ack: the topic uses ``message.timestamp.type=LogAppendTime``, so every message
+    carries the instant the broker appended it (ms resolution); with ``acks=all`` on this single broker the
+    ack is sent right after the append. The topic is read back after the run and matched by ``ce_id``.
+  - commit -> marked published: the row's ``published_at`` (the relay's clock when it resolved the batch).
+* Backlog: ``count(*) WHERE state = 'pending'`` once a second; the growth is the least-squares slope over
+  the run after a short warm-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench import backlog
+from bench.env import ROOT
+from bench.infra import create_topic, delete_topics
+from bench.relays import RelayGroup, peak_rss_mb
+from bench.stats import slope, summary_ms
+
+WRITERS = 2
+TXN_RATE_CAP = 500.0
+"""Transactions per second over all writers at most: above it, transactions carry several events
+(5,000 events/s = 500 transactions of 10 events). One Python writer process commits ~900 single-event
+transactions/s on this machine when alone, ~350 each when two share the cores with PostgreSQL."""
+
+
+def _read_append_times(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> dict[str, float]:
+    """``ce_id`` -> broker append time (Unix seconds) of every message in ``topic`` (first copy wins)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-reader-{os.getpid()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "log_level": 3,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p, 0) for p in meta.partitions]
+        remaining = sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions
+        )
+        consumer.assign(parts)
+        seen: dict[str, float] = {}
+        deadline = time.monotonic() + timeout
+        while remaining > 0 and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 1.0):
+                if msg.error() is not None:
+                    continue
+                remaining -= 1
+                ce_id: Any = None
+                headers: list[tuple[str, Any]] = list(msg.headers() or [])  # type: ignore[arg-type]
+                for name, value in headers:
+                    if name == "ce_id":
+                        ce_id = value
+                        break
+                if ce_id is None:
+                    continue
+                key = ce_id.decode() if isinstance(ce_id, bytes) else str(ce_id)
+                _, ts = msg.timestamp()
+                if key not in seen:
+                    seen[key] = ts / 1000.0
+        return seen
+    finally:
+        consumer.close()
+
+
+def _published_at(engine: sa.Engine, topic: str) -> dict[str, float]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT event_id, extract(epoch from published_at)::float8 FROM payment_events_outbox"
+                " WHERE state = 'published' AND topic = :topic"
+            ),
+            {"topic": topic},
+        ).all()
+    return {str(event_id): float(ts) for event_id, ts in rows}
+
+
+class _BacklogSampler(threading.Thread):
+    def __init__(self, engine: sa.Engine, interval: float = 1.0) -> None:
+        super().__init__(name="backlog-sampler", daemon=True)
+        self.engine = engine
+        self.interval = interval
+        self.points: list[tuple[float, int]] = []
+        self.stopping = threading.Event()
+        self.t0 = time.time()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                self.points.append((time.time() - self.t0, backlog.pending(self.engine)))
+            self.stopping.wait(self.interval)
+
+
+def _start_writers(
+    writers: list[subprocess.Popen[str]],
+    database_url: str,
+    *,
+    topic: str,
+    rate: float,
+    per_txn: int,
+    duration: float,
+    workdir: Path,
+) -> float:
+    """Spawn the writers (appended to ``writers``), wait until all are ready, start them together at
+    the returned wall-clock time (already reached when this returns)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for i in range(WRITERS):
+        writers.append(
+            subprocess.Popen(
+                [
+                    sys.executable, "-m", "bench.writer_proc",
+                    "--url", database_url, "--topic", topic,
+                    "--rate", str(rate / WRITERS), "--per-txn", str(per_txn),
+                    "--duration", str(duration),
+                    "--out", str(workdir / f"writer-{i}.json"),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for proc in writers:  # each writer builds its events and connects, then says "ready"
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"a writer failed to start (said {line!r})")
+    start_at = time.time() + 0.3
+    for proc in writers:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{start_at}\n")
+        proc.stdin.close()
+    wait = start_at - time.time()
+    if wait > 0:
+        time.sleep(wait)
+    return start_at
+
+
+def run_sustained(
+    engine: sa.Engine,
+    database_url: str,
+    bootstrap: str,
+    *,
+    rate: float,
+    duration: float,
+    instances: int,
+    relay_config: dict[str, Any],
+    partitions: int,
+    patch: str | None = None,
+    drain_timeout: float = 30.0,
+) -> dict[str, Any]:
+    """One sustained run at ``rate`` events/s for ``duration`` s with ``instances`` relays."""
+    backlog.clear_pending(engine)
+    topic = create_topic(
+        f"sustained{int(rate)}x{instances}", partitions, {"message.timestamp.type": "LogAppendTime"}
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="pe-bench-writers-"))
+    per_txn = max(1, math.ceil(rate / TXN_RATE_CAP))
+    group = RelayGroup(database_url, bootstrap, instances, relay_config, patch=patch)
+    writers: list[subprocess.Popen[str]] = []
+    sampler = _BacklogSampler(engine)
+    try:
+        group.start()
+        group.wait_balanced(engine, relay_config.get("shard_count", 64))
+        start_at = _start_writers(
+            writers, database_url, topic=topic, rate=rate, per_txn=per_txn, duration=duration, workdir=workdir
+        )
+        sampler.t0 = start_at
+        sampler.start()
+        for proc in writers:
+            proc.wait(timeout=duration * 3 + 60)
+        writers_done = time.time()
+        sampler.stopping.set()
+        sampler.join(5)
+        drained = backlog.wait_drained(engine, drain_timeout, interval=0.1) is not None
+        tail_seconds = time.time() - writers_done
+        summaries = group.stop()
+    finally:
+        for proc in writers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+        if not group.summaries:
+            group.stop()
+    results = [json.loads((workdir / f"writer-{i}.json").read_text()) for i in range(WRITERS)]
+    commit_time: dict[str, float] = {}
+    for result in results:
+        commit_time.update(zip(result["event_ids"], result["commit_times"], strict=True))
+    written = len(commit_time)
+    appended = _read_append_times(bootstrap, topic, written)
+    marked = _published_at(engine, topic)
+    delete_topics([topic])
+    to_ack = [appended[e] - t for e, t in commit_time.items() if e in appended]
+    to_mark = [marked[e] - t for e, t in commit_time.items() if e in marked]
+    writer_seconds = max(r["seconds"] for r in results)
+    achieved = written / writer_seconds if writer_seconds > 0 else 0.0
+    points = [(t, n) for t, n in sampler.points if t >= min(5.0, duration * 0.25)]
+    growth = slope([(t, float(n)) for t, n in points])
+    relay_latency = [x for s in summaries for x in s.get("commit_to_mark_seconds", [])]
+    return {
+        "target_rate": rate,
+        "instances": instances,
+        "patch": patch,
+        "duration_seconds": duration,
+        "writers": WRITERS,
+        "events_per_transaction": per_txn,
+        "events_written": written,
+        "achieved_write_rate": round(achieved, 1),
+        "writer_late_transactions": sum(r["late_transactions"] for r in results),
+        "writer_max_lateness_ms": round(max(r["max_lateness_seconds"] for r in results) * 1000, 1),
+        "events_acked": len(to_ack),
+        "events_marked": len(to_mark),
+        "drained_after_writers": drained,
+        "drain_tail_seconds": round(tail_seconds, 2),
+        "commit_to_ack_ms": summary_ms(to_ack),
+        "commit_to_marked_ms": summary_ms(to_mark),
+        "relay_reported_insert_to_mark_ms": summary_ms(relay_latency),
+        "backlog_growth_per_second": round(growth, 1),
+        "backlog_max": max((n for _, n in sampler.points), default=0),
+        "backlog_samples": [[round(t, 1), n] for t, n in sampler.points],
+        "peak_rss_mb": peak_rss_mb(summaries),
+        "idle_rss_mb": max(group.idle_rss_mb, default=0.0),
+        "relay_cpu_seconds": [s.get("cpu_seconds") for s in summaries],
+        "mean_batch": [s.get("mean_batch") for s in summaries],
+    }

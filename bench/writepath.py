@@ -1,0 +1,121 @@
+"""Workload 1: what the outbox insert adds to a payment transaction (PostgreSQL, synchronous_commit on).
+
+Variant A is a payment transaction alone: ``UPDATE payments SET status, updated_at, version`` of one
+row (chosen at random from 10,000), then ``COMMIT``. Variant B is the same transaction plus
+``OutboxPublisher(conn).publish(event)`` -- the real publisher: encoding (the event model itself is built
+before the clock starts, as the application has it already), the one-statement insert with its
+``pg_notify`` wake-up. Variant C is B with ``notify=False`` (the relay then relies on polling), to show
+what the notification costs. The variants are interleaved (A B C, then C B A, ...) on one connection so
+drift (other processes, checkpoints, autovacuum) hits them alike. Each transaction is timed from
+``BEGIN`` to the return of ``COMMIT`` with ``time.perf_counter``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench.events import EventFactory
+from bench.stats import ratio, summary_ms
+
+PAYMENTS_DDL = """
+CREATE TABLE payments (
+    id BIGINT PRIMARY KEY,
+    order_id TEXT NOT NULL,
+    user_id TEXT,
+    status TEXT NOT NULL,
+    amount BIGINT NOT NULL,
+    currency CHAR(3) NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE INDEX ix_payments_order_id ON payments (order_id);
+"""
+PAYMENT_ROWS = 10_000
+_STATUSES = ("authorized", "failed", "captured", "requires_action")
+_UPDATE = sa.text(
+    "UPDATE payments SET status = :status, updated_at = now(), version = version + 1 WHERE id = :id"
+)
+
+
+def create_payments(engine: sa.Engine) -> None:
+    """Create and fill the ``payments`` table the payment transactions update."""
+    with engine.begin() as conn:
+        for statement in PAYMENTS_DDL.split(";"):
+            if statement.strip():
+                conn.exec_driver_sql(statement)
+        conn.exec_driver_sql(
+            "INSERT INTO payments (id, order_id, user_id, status, amount, currency, updated_at, version)"
+            " SELECT g, 'ord_' || g, 'usr_' || (g %% 997), 'pending', 1000 + g, 'EUR', now(), 0"
+            f" FROM generate_series(1, {PAYMENT_ROWS}) AS g"
+        )
+        conn.exec_driver_sql("ANALYZE payments")
+
+
+def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str, Any]:
+    """Interleave ``pairs`` transactions of each variant (after ``warmup`` of each); return the numbers."""
+    from payment_events.outbox.migrate import upgrade
+    from payment_events.outbox.publisher import OutboxPublisher
+
+    engine = sa.create_engine(database_url)
+    try:
+        upgrade(engine)
+        create_payments(engine)
+        factory = EventFactory(keys=1000)
+        rng = random.Random(7)
+        timings: dict[str, list[float]] = {"A": [], "B": [], "C": []}
+
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SET synchronous_commit = on")  # explicit, although it is the default
+            conn.commit()
+
+            def alone() -> float:
+                started = time.perf_counter()
+                with conn.begin():
+                    conn.execute(
+                        _UPDATE, {"status": rng.choice(_STATUSES), "id": rng.randint(1, PAYMENT_ROWS)}
+                    )
+                return time.perf_counter() - started
+
+            def with_outbox(notify: bool) -> Callable[[], float]:
+                def variant() -> float:
+                    event = factory.model()  # the application has its event before the transaction
+                    started = time.perf_counter()
+                    with conn.begin():
+                        conn.execute(
+                            _UPDATE, {"status": rng.choice(_STATUSES), "id": rng.randint(1, PAYMENT_ROWS)}
+                        )
+                        OutboxPublisher(conn, notify=notify).publish(event)
+                    return time.perf_counter() - started
+
+                return variant
+
+            variants = {"A": alone, "B": with_outbox(True), "C": with_outbox(False)}
+            order = ["A", "B", "C"]
+            for i in range(warmup + pairs):
+                for name in order if i % 2 == 0 else reversed(order):
+                    elapsed = variants[name]()
+                    if i >= warmup:
+                        timings[name].append(elapsed)
+            rows = conn.execute(sa.text("SELECT count(*) FROM payment_events_outbox")).scalar_one()
+    finally:
+        engine.dispose()
+
+    a, b, c = (summary_ms(timings[k]) for k in ("A", "B", "C"))
+    return {
+        "transactions_per_variant": pairs,
+        "warmup_per_variant": warmup,
+        "outbox_rows_written": int(rows),
+        "payment_alone_ms": a,
+        "payment_plus_outbox_ms": b,
+        "payment_plus_outbox_no_notify_ms": c,
+        "ratio_p50": ratio(b["p50"], a["p50"]),
+        "ratio_p99": ratio(b["p99"], a["p99"]),
+        "ratio_p50_no_notify": ratio(c["p50"], a["p50"]),
+        "ratio_p99_no_notify": ratio(c["p99"], a["p99"]),
+        "method": "interleaved A,B,C / C,B,A on one connection; BEGIN..COMMIT timed with perf_counter",
+    }
