@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -288,3 +289,35 @@ def test_events_of_purged_rows_are_reported_as_purged(
     assert (report.overall.unknown, report.overall.purged) == (1, 1)
     assert [u.event_id for u in report.unknown] == [ids[0]]
     assert report.ledger_first_id == 2
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("kafka_bootstrap")
+def test_audit_of_a_busy_outbox_reports_nothing_lost_or_unknown() -> None:
+    """Audits taken while writers commit and a real relay publishes never report a false loss, a false
+    unknown or a ledger mismatch (ledger snapshot first, watermarks second), and the last one is complete."""
+    from tests.chaos.harness import RelayProcess, Writers, relay_options, scenario_space, wait_drained
+    from tests.chaos.infra import SHARED_KAFKA
+
+    with scenario_space(SHARED_KAFKA, partitions=3) as (url, topic, dlq):
+        relay = RelayProcess("relay-audit-busy", url, SHARED_KAFKA, relay_options(dlq))
+        writers = Writers(url, topic, total=3000, rate=300.0, writers=3)
+        relay.start(wait=True)
+        writers.start()
+        try:
+            reports = []
+            while writers.alive:
+                reports.append(audit(url, SHARED_KAFKA, [topic]))
+            writers.join()
+            wait_drained(url, 60, [relay])
+            final = audit(url, SHARED_KAFKA, [topic])
+        finally:
+            relay.terminate()
+    assert reports, "the writers finished before a single audit ran"
+    for report in reports:
+        t = report.overall
+        figures = (t.lost, t.unknown, t.ledger_mismatches, t.order_violations)
+        assert figures == (0, 0, 0, 0), report.summary_line()
+    assert final.overall.committed == len(writers.log.committed) == 3000
+    assert final.overall.delivered == 3000
+    assert final.overall.pending == 0
