@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import json
@@ -219,6 +220,21 @@ def relay_options(dlq_topic: str, **overrides: Any) -> dict[str, Any]:
     }
 
 
+_RUNNING: set[RelayProcess] = set()
+
+
+def kill_leftover_relays() -> int:
+    """SIGKILL every relay process this suite started and did not stop (after an error or Ctrl-C)."""
+    leftovers = [r for r in _RUNNING if r.alive]
+    for relay in leftovers:
+        relay.kill()
+    _RUNNING.clear()
+    return len(leftovers)
+
+
+atexit.register(kill_leftover_relays)
+
+
 class RelayProcess:
     """One real relay in its own process (``tests.chaos.relay_main``); SIGKILL and restart at will."""
 
@@ -265,6 +281,7 @@ class RelayProcess:
                 stdin=subprocess.DEVNULL,
             )
         self.starts += 1
+        _RUNNING.add(self)
         deadline = time.monotonic() + timeout
         while wait and self._log_text().count(marker) <= seen:
             if time.monotonic() > deadline or not self.alive:
@@ -543,5 +560,7 @@ def timed(fn: Callable[[], ScenarioResult]) -> ScenarioResult:
     except Exception as exc:  # noqa: BLE001 - one broken scenario must not hide the others' figures
         name = getattr(fn, "__name__", "scenario")
         result = ScenarioResult(name=name, notes=[f"error: {type(exc).__name__}: {str(exc)[:300]}"])
+    finally:
+        kill_leftover_relays()
     result.seconds = time.monotonic() - started
     return result

@@ -11,17 +11,25 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from tests.chaos import scenarios
-from tests.chaos.harness import ScenarioResult
+from tests.chaos.harness import ScenarioResult, kill_leftover_relays
 from tests.chaos.infra import free_port
 from tests.chaos.proxy import FaultProxy
 from tests.chaos.scale import SHORT
 
 servers = pytest.mark.usefixtures("_pg_admin_url", "kafka_bootstrap")
 pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_relays() -> Iterator[None]:
+    """A scenario that raised must not leave relay processes behind."""
+    yield
+    kill_leftover_relays()
 
 
 def check(result: ScenarioResult) -> None:
