@@ -38,6 +38,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.elements import BindParameter
 
@@ -338,13 +339,13 @@ class SqlOutboxStore:
                 return []
             if len(owned) == self.shard_count and owned[0] == 0 and owned[-1] == self.shard_count - 1:
                 owned = None  # every shard: the filter would only cost time
+        rows: Sequence[Any]
         with self._begin("claim") as conn:
             if self._dialect == "postgresql":
-                # Plain SQL through the driver: no per-row type processing on the relay's hot path.
                 params: dict[str, Any] = {"now": now}
                 if owned is not None:
                     params["shards"] = owned
-                rows = conn.exec_driver_sql(pg_claim_sql(owned is not None, limit), params).all()
+                rows = _pg_fetch_binary(conn, pg_claim_sql(owned is not None, limit), params)
             else:
                 statement = self._claim_all if owned is None else self._claim_shards
                 params = {"now": now, "limit": limit}
@@ -466,6 +467,31 @@ class SqlOutboxStore:
     ) -> int:
         """Move dead rows back to pending; see :func:`payment_events.outbox.admin.replay`."""
         return admin.replay(self.engine, ids, event_type=event_type, all_dead=all_dead, now=self._clock())
+
+
+def _pg_fetch_binary(conn: Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Run ``sql`` on the psycopg connection under ``conn`` and fetch every row in the *binary* format.
+
+    The relay's hot path: rows come back as plain tuples with ``bytea`` as ``bytes`` (the text format
+    doubles them as hex and decodes that in Python), and no SQLAlchemy result processing. Driver errors
+    are re-raised as SQLAlchemy's ``DBAPIError`` (a broken connection also invalidates ``conn``), so the
+    caller's error translation and the pool's reconnection work as for any other statement.
+    """
+    import psycopg
+
+    driver: Any = conn.connection.driver_connection
+    try:
+        with driver.cursor(binary=True) as cursor:
+            cursor.execute(sql, params)
+            rows: list[Any] = cursor.fetchall()
+            return rows
+    except psycopg.Error as exc:
+        lost = bool(driver.closed or driver.broken)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, None, exc, psycopg.Error, hide_parameters=True, connection_invalidated=lost
+        ) from exc
 
 
 def _records(rows: Sequence[Any]) -> list[OutboxRecord]:
