@@ -46,12 +46,13 @@ def _plan(quick: bool, args: argparse.Namespace) -> dict[str, Any]:
         "drain_events": args.events or (20_000 if quick else 200_000),
         "naive_sample": 300 if quick else 2000,
         "sustained_seconds": args.duration or (6.0 if quick else 60.0),
-        "search_seconds": args.search_duration or (6.0 if quick else 15.0),
+        "search_seconds": args.search_duration or (6.0 if quick else 12.0),
+        "scale_seconds": args.duration or (6.0 if quick else 30.0),
         "search_steps": 2 if quick else 3,
         "ack_baseline_seconds": 2.0 if quick else 3.0,
-        "drain_timeout": 30.0 if quick else 60.0,
-        "history_rows": 10_000 if quick else 100_000,
-        "soft_budget_seconds": 240.0 if quick else 480.0,
+        "drain_timeout": 30.0,
+        "history_rows": 10_000 if quick else 50_000,
+        "soft_budget_seconds": 200.0 if quick else 500.0,
     }
 
 
@@ -129,7 +130,7 @@ def _drain_section(
         profile_path = out / f"{stem}-profile.txt"
         run = run_drain(
             engine, url, BOOTSTRAP, instances=1, relay_config=relay_config, partitions=PARTITIONS,
-            limit=n // 4, profile=profile_path, timeout=plan["drain_timeout"] / 2,
+            limit=n // 4, profile=profile_path, timeout=15.0,
         )
         drain["relay"].append(run)
         profile_path.with_suffix(".html").unlink(missing_ok=True)
@@ -167,31 +168,38 @@ def _sustained_section(plan: dict[str, Any], factory: EventFactory, ctx: dict[st
         memory["idle"].append(run["idle_rss_mb"])
         return run
 
-    def search(instances: int, first: float, patch: str | None = None) -> float | None:
-        best: float | None = None
-        step = first
+    def search(instances: int, known: dict[float, bool], patch: str | None = None) -> float | None:
+        """A short search between the highest sustained and the lowest failed rate known so far:
+        x1.5 above the best while everything passed, otherwise bisect (steps of ``search_seconds``)."""
         for _ in range(plan["search_steps"]):
-            rate = round(step, -2)
-            if not budget.allows(f"search step {rate:,.0f}/s, {instances} relay(s)"):
-                break
-            if one(rate, instances, plan["search_seconds"], search=True, patch=patch)["sustained"]:
-                best = max(best or 0.0, rate)
-                step *= 1.5
-            elif best is not None:
-                break
+            passed = [r for r, ok in known.items() if ok]
+            failed = [r for r, ok in known.items() if not ok]
+            low, high = max(passed, default=0.0), min(failed, default=math.inf)
+            if math.isinf(high):
+                rate = max(low * 1.5, 10_000.0) if low >= 5000 else low * 1.5
             else:
-                step /= 1.5
-        return best
+                rate = (low + high) / 2 if low else high / 2
+            rate = round(rate, -2)
+            if rate in known or (not math.isinf(high) and high - low <= 0.15 * high):
+                break
+            label = f"search step {rate:,.0f}/s, {instances} relay(s){', ' + patch if patch else ''}"
+            if not budget.allows(label):
+                break
+            known[rate] = one(rate, instances, plan["search_seconds"], search=True, patch=patch)["sustained"]
+        return max((r for r, ok in known.items() if ok), default=None)
 
-    one(1000, 1, plan["sustained_seconds"])
-    one(5000, 1, plan["sustained_seconds"])
-    best: dict[str, float | None] = {"1": search(1, 10_000.0)}
+    known: dict[float, bool] = {}
+    for rate in (1000.0, 5000.0):
+        known[rate] = one(rate, 1, plan["sustained_seconds"])["sustained"]
+    best: dict[str, float | None] = {"1": search(1, known)}
     if "scale" not in skip:
-        if budget.allows("sustained 5,000/s with 2 relays"):
-            one(5000, 2, plan["sustained_seconds"])
-        best["2"] = search(2, max(best["1"] or 5000.0, 5000.0) * 1.5)
-    if budget.allows(f"sustained search with {TWO_STEP}"):
-        best[f"1, {TWO_STEP}"] = search(1, max(best["1"] or 5000.0, 5000.0) * 1.5, patch=TWO_STEP)
+        known2 = {5000.0: one(5000, 2, plan["scale_seconds"])["sustained"]}
+        if best["1"]:
+            known2[best["1"]] = True  # two relays do at least what one does
+        best["2"] = search(2, known2)
+    if budget.allows(f"sustained runs with {TWO_STEP}"):
+        known3 = {5000.0: one(5000, 1, plan["scale_seconds"], patch=TWO_STEP)["sustained"]}
+        best[f"1, {TWO_STEP}"] = search(1, known3, patch=TWO_STEP)
     sustained["max_sustained"] = best
     return sustained
 

@@ -61,6 +61,13 @@ def _postgres_settings(admin_url: str) -> dict[str, str]:
         engine.dispose()
 
 
+def _first(value: object) -> str:
+    """``version()`` is a string in some confluent-kafka releases and a (string, int) tuple in others."""
+    if isinstance(value, tuple):
+        return str(value[0])
+    return str(value)
+
+
 def machine_record(admin_url: str, bootstrap: str) -> dict[str, Any]:
     """Cores, memory, CPU model, load, and every version that shapes the numbers."""
     import confluent_kafka
@@ -81,7 +88,7 @@ def machine_record(admin_url: str, bootstrap: str) -> dict[str, Any]:
         "shared_machine": "PostgreSQL, the Kafka broker, the relay and the load generators share these cores",
         "versions": {
             "python": sys.version.split()[0],
-            "confluent_kafka": confluent_kafka.version()[0],
+            "confluent_kafka": _first(confluent_kafka.version()),
             "librdkafka": confluent_kafka.libversion()[0],
             "kafka_broker": _kafka_version(),
             "postgresql": _postgres_version(admin_url),

@@ -124,6 +124,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"| 1. Write path p50, same without pg_notify | {_fmt(c['p50'], 3)} ms | "
             f"payment txn alone {_fmt(a['p50'], 3)} ms | {wp['ratio_p50_no_notify']}x |"
         )
+        if "typical_payment_alone_ms" in wp:
+            r, rb = wp["typical_payment_alone_ms"], wp["typical_payment_plus_outbox_ms"]
+            lines.append(
+                "| 1. Write path p50, typical payment txn (SELECT FOR UPDATE, UPDATE, INSERT attempt)"
+                f" + outbox | {_fmt(rb['p50'], 3)} ms | typical txn alone {_fmt(r['p50'], 3)} ms | "
+                f"{wp['typical_ratio_p50']}x |"
+            )
     drain = results.get("drain") or {}
     ceiling = (drain.get("raw_ceiling") or {}).get("events_per_second")
     naive = (drain.get("naive") or {}).get("events_per_second")
@@ -189,7 +196,17 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "## Where a draining relay spends its time (pyinstrument, one instance)", "", "```"]
         lines += profile["top"]
         lines += ["```"]
-    lines += ["", f"Settings: `{json.dumps(results.get('settings', {}), sort_keys=True)}`", ""]
+    skipped = results["run"].get("skipped_for_time") or []
+    if skipped:
+        lines += ["", "Skipped to stay within the 10-minute budget: " + "; ".join(skipped) + "."]
+    lines += [
+        "",
+        f"Run: {results['run']['mode']}, {results['run'].get('seconds', 0):.0f} s, started "
+        f"{results['run']['started_at']}.",
+        "",
+        f"Settings: `{json.dumps(results.get('settings', {}), sort_keys=True)}`",
+        "",
+    ]
     return "\n".join(lines)
 
 

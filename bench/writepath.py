@@ -5,8 +5,10 @@ row (chosen at random from 10,000), then ``COMMIT``. Variant B is the same trans
 ``OutboxPublisher(conn).publish(event)`` -- the real publisher: encoding (the event model itself is built
 before the clock starts, as the application has it already), the one-statement insert with its
 ``pg_notify`` wake-up. Variant C is B with ``notify=False`` (the relay then relies on polling), to show
-what the notification costs. The variants are interleaved (A B C, then C B A, ...) on one connection so
-drift (other processes, checkpoints, autovacuum) hits them alike. Each transaction is timed from
+what the notification costs. For context, R and RB repeat A and B with a more typical payment
+transaction: read the payment ``FOR UPDATE``, update it, and insert a ``payment_attempts`` row. The
+variants are interleaved (A B C R RB, then in reverse, ...) on one connection so drift (other processes,
+checkpoints, autovacuum) hits them alike. Each transaction is timed from
 ``BEGIN`` to the return of ``COMMIT`` with ``time.perf_counter``.
 """
 
@@ -34,11 +36,23 @@ CREATE TABLE payments (
     version INTEGER NOT NULL
 );
 CREATE INDEX ix_payments_order_id ON payments (order_id);
+CREATE TABLE payment_attempts (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    payment_id BIGINT NOT NULL REFERENCES payments (id),
+    status TEXT NOT NULL,
+    gateway_code TEXT,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_payment_attempts_payment ON payment_attempts (payment_id);
 """
 PAYMENT_ROWS = 10_000
 _STATUSES = ("authorized", "failed", "captured", "requires_action")
 _UPDATE = sa.text(
     "UPDATE payments SET status = :status, updated_at = now(), version = version + 1 WHERE id = :id"
+)
+_LOCK = sa.text("SELECT id, status, amount, currency, version FROM payments WHERE id = :id FOR UPDATE")
+_ATTEMPT = sa.text(
+    "INSERT INTO payment_attempts (payment_id, status, gateway_code) VALUES (:id, :status, 'do_not_honor')"
 )
 
 
@@ -67,7 +81,7 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
         create_payments(engine)
         factory = EventFactory(keys=1000)
         rng = random.Random(7)
-        timings: dict[str, list[float]] = {"A": [], "B": [], "C": []}
+        timings: dict[str, list[float]] = {"A": [], "B": [], "C": [], "R": [], "RB": []}
 
         with engine.connect() as conn:
             conn.exec_driver_sql("SET synchronous_commit = on")  # explicit, although it is the default
@@ -94,8 +108,27 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
 
                 return variant
 
-            variants = {"A": alone, "B": with_outbox(True), "C": with_outbox(False)}
-            order = ["A", "B", "C"]
+            def typical(outbox: bool) -> Callable[[], float]:
+                def variant() -> float:
+                    event = factory.model()
+                    payment = rng.randint(1, PAYMENT_ROWS)
+                    status = rng.choice(_STATUSES)
+                    started = time.perf_counter()
+                    with conn.begin():
+                        conn.execute(_LOCK, {"id": payment}).one()
+                        conn.execute(_UPDATE, {"status": status, "id": payment})
+                        conn.execute(_ATTEMPT, {"id": payment, "status": status})
+                        if outbox:
+                            OutboxPublisher(conn).publish(event)
+                    return time.perf_counter() - started
+
+                return variant
+
+            variants = {
+                "A": alone, "B": with_outbox(True), "C": with_outbox(False), "R": typical(False),
+                "RB": typical(True),
+            }
+            order = ["A", "B", "C", "R", "RB"]
             for i in range(warmup + pairs):
                 for name in order if i % 2 == 0 else reversed(order):
                     elapsed = variants[name]()
@@ -105,7 +138,7 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
     finally:
         engine.dispose()
 
-    a, b, c = (summary_ms(timings[k]) for k in ("A", "B", "C"))
+    a, b, c, r, rb = (summary_ms(timings[k]) for k in ("A", "B", "C", "R", "RB"))
     return {
         "transactions_per_variant": pairs,
         "warmup_per_variant": warmup,
@@ -117,5 +150,9 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
         "ratio_p99": ratio(b["p99"], a["p99"]),
         "ratio_p50_no_notify": ratio(c["p50"], a["p50"]),
         "ratio_p99_no_notify": ratio(c["p99"], a["p99"]),
-        "method": "interleaved A,B,C / C,B,A on one connection; BEGIN..COMMIT timed with perf_counter",
+        "typical_payment_alone_ms": r,
+        "typical_payment_plus_outbox_ms": rb,
+        "typical_ratio_p50": ratio(rb["p50"], r["p50"]),
+        "typical_ratio_p99": ratio(rb["p99"], r["p99"]),
+        "method": "interleaved A,B,C,R,RB / reversed, one connection; BEGIN..COMMIT timed (perf_counter)",
     }
