@@ -188,6 +188,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"| 5. Relay peak RSS (all runs) | {_fmt(mem['peak_rss_mb'])} MB | "
             f"idle relay {_fmt(mem['idle_rss_mb'])} MB | {ratio(mem['peak_rss_mb'], mem['idle_rss_mb'])}x |"
         )
+    lines += _tail(results)
+    return "\n".join(lines)
+
+
+def _tail(results: dict[str, Any]) -> list[str]:
+    """Targets, profile, skipped steps, run and settings: the part under the table."""
+    lines: list[str] = []
     lines += ["", "## Targets (issue 6)", "", "| Target | Measured | Met |", "|---|---|---|"]
     for t in results.get("targets", []):
         lines.append(f"| {t['target']} | {t['measured']} | {_met(t['met'])} |")
@@ -207,7 +214,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Settings: `{json.dumps(results.get('settings', {}), sort_keys=True)}`",
         "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def write(results: dict[str, Any], directory: Path = RESULTS_DIR) -> tuple[Path, Path]:
