@@ -79,3 +79,37 @@ def test_sustained_harness_matches_every_commit_to_its_ack(pg_url: str, kafka_bo
     assert run["events_acked"] == 200
     assert run["events_marked"] == 200
     assert run["commit_to_ack_ms"]["count"] == 200
+
+
+def test_two_step_claim_experiment_claims_what_the_shipped_claim_claims(pg_url: str) -> None:
+    """The benchmark's two-step claim returns the same rows as the shipped one, keys in backoff skipped."""
+    from datetime import UTC, datetime, timedelta
+
+    from bench.claim_fix import TwoStepClaimStore
+
+    from payment_events.outbox.publisher import OutboxPublisher
+    from payment_events.outbox.sql import SqlOutboxStore
+
+    engine = sa.create_engine(pg_url)
+    try:
+        upgrade(engine)
+        events = EventFactory(4).batch(12)  # keys k0..k3, three events each, round robin
+        with engine.begin() as conn:
+            OutboxPublisher(conn, notify=False).publish_encoded(events)
+            first_of_k0 = conn.execute(sa.text("SELECT min(id) FROM payment_events_outbox")).scalar_one()
+            conn.execute(
+                sa.text(
+                    "UPDATE payment_events_outbox SET attempts = 1, next_attempt_at = :later WHERE id = :id"
+                ),
+                {"later": datetime.now(UTC) + timedelta(hours=1), "id": first_of_k0},
+            )
+        now = datetime.now(UTC)
+        shipped = SqlOutboxStore(engine).claim(None, 100, now)
+        two_step = TwoStepClaimStore(engine).claim(None, 100, now)
+        some_shards = TwoStepClaimStore(engine).claim(list(range(32)), 100, now)
+    finally:
+        engine.dispose()
+    assert [r.id for r in two_step] == [r.id for r in shipped]
+    assert len(two_step) == 9  # the three rows of the key in backoff are skipped
+    assert events[0].key not in {r.key for r in two_step}
+    assert {r.id for r in some_shards} <= {r.id for r in two_step}
