@@ -50,9 +50,10 @@ def _plan(quick: bool, args: argparse.Namespace) -> dict[str, Any]:
         "scale_seconds": args.duration or (6.0 if quick else 30.0),
         "search_steps": 2 if quick else 3,
         "ack_baseline_seconds": 2.0 if quick else 3.0,
-        "drain_timeout": 30.0,
+        "drain_timeout": 20.0,
+        "experiment_drain_timeout": 30.0,
         "history_rows": 10_000 if quick else 50_000,
-        "soft_budget_seconds": 200.0 if quick else 500.0,
+        "soft_budget_seconds": 200.0 if quick else 445.0,
     }
 
 
@@ -78,9 +79,10 @@ class Budget:
         self.soft = soft
         self.skipped: list[str] = []
 
-    def allows(self, what: str) -> bool:
-        """True if there is time left for ``what``; otherwise record it as skipped."""
-        if time.monotonic() - self.started < self.soft:
+    def allows(self, what: str, latest: float | None = None) -> bool:
+        """True if ``what`` may start now (before ``latest`` seconds into the run, default ``soft``);
+        otherwise record it as skipped."""
+        if time.monotonic() - self.started < (self.soft if latest is None else latest):
             return True
         self.skipped.append(what)
         print(f"[bench] skipped for time: {what}", flush=True)
@@ -108,34 +110,48 @@ def _drain_section(
         backlog.release(engine, topic, plan["naive_sample"])
         drain["naive"] = naive_relay(url, BOOTSTRAP, plan["naive_sample"])
     drain["relay"] = []
-    runs: list[tuple[int, str | None]] = [(1, None), (2, None), (1, TWO_STEP), (2, TWO_STEP)]
-    for instances, patch in runs:
+    runs: list[tuple[int, str | None, dict[str, Any]]] = [
+        (1, None, {}), (2, None, {}), (1, TWO_STEP, {}), (1, TWO_STEP, {"pipeline": True}), (2, TWO_STEP, {}),
+    ]
+    for instances, patch, overrides in runs:
+        label = f"{instances} relay(s)" + "".join(f", {x}" for x in (patch, overrides) if x)
         if instances == 2 and "scale" in skip:
             continue
-        if patch is not None and not budget.allows(f"drain, {instances} relay(s), {patch}"):
+        # The last experiment only if the sustained section (~270 s) still fits after it.
+        latest = plan["soft_budget_seconds"] * (0.57 if instances == 2 else 1.0)
+        if patch is not None and not budget.allows(f"drain, {label}", latest):
             continue
-        print(f"[bench] drain: {instances} relay instance(s){', ' + patch if patch else ''}", flush=True)
+        print(f"[bench] drain: {label}", flush=True)
         run = run_drain(
-            engine, url, BOOTSTRAP, instances=instances, relay_config=relay_config, partitions=PARTITIONS,
-            patch=patch, timeout=plan["drain_timeout"],
+            engine, url, BOOTSTRAP, instances=instances, relay_config={**relay_config, **overrides},
+            partitions=PARTITIONS, patch=patch,
+            timeout=plan["experiment_drain_timeout"] if patch else plan["drain_timeout"],
         )
+        run["relay_overrides"] = overrides
         drain["relay"].append(run)
         memory["peak"].append(run["peak_rss_mb"])
         memory["idle"].append(run["idle_rss_mb"])
-    if "profile" not in skip and budget.allows("profiled drain"):
-        print("[bench] drain: profiled relay (pyinstrument)", flush=True)
+    if "profile" not in skip:
         out: Path = ctx["out"]
         out.mkdir(parents=True, exist_ok=True)
         stem = results["run"]["date"] + ("-quick" if results["run"]["mode"] == "quick" else "")
-        profile_path = out / f"{stem}-profile.txt"
-        run = run_drain(
-            engine, url, BOOTSTRAP, instances=1, relay_config=relay_config, partitions=PARTITIONS,
-            limit=n // 4, profile=profile_path, timeout=15.0,
-        )
-        drain["relay"].append(run)
-        profile_path.with_suffix(".html").unlink(missing_ok=True)
-        top = _profile_top(profile_path.read_text())
-        results["profile"] = {"file": profile_path.name, "top": top}
+        results["profile"] = {}
+        for patch, limit, cap in ((None, n // 10, 10.0), (TWO_STEP, n // 4, 20.0)):
+            name = "shipped" if patch is None else patch
+            if not budget.allows(f"profiled drain ({name})"):
+                continue
+            print(f"[bench] drain: profiled relay, {name} claim (pyinstrument)", flush=True)
+            profile_path = out / f"{stem}-profile-{name}.txt"
+            run = run_drain(
+                engine, url, BOOTSTRAP, instances=1, relay_config=relay_config, partitions=PARTITIONS,
+                limit=limit, profile=profile_path, patch=patch, timeout=cap,
+            )
+            drain["relay"].append(run)
+            profile_path.with_suffix(".html").unlink(missing_ok=True)
+            results["profile"][name] = {
+                "file": profile_path.name, "top": _profile_top(profile_path.read_text()),
+                "events_per_second": run["events_per_second"],
+            }
     return drain
 
 
@@ -191,15 +207,18 @@ def _sustained_section(plan: dict[str, Any], factory: EventFactory, ctx: dict[st
     known: dict[float, bool] = {}
     for rate in (1000.0, 5000.0):
         known[rate] = one(rate, 1, plan["sustained_seconds"])["sustained"]
-    best: dict[str, float | None] = {"1": search(1, known)}
+    known2: dict[float, bool] = {}
     if "scale" not in skip:
-        known2 = {5000.0: one(5000, 2, plan["scale_seconds"])["sustained"]}
+        known2[5000.0] = one(5000, 2, plan["scale_seconds"])["sustained"]
+    best: dict[str, float | None] = {}
+    if budget.allows(f"sustained runs with {TWO_STEP}", plan["soft_budget_seconds"] * 1.12):
+        known3 = {5000.0: one(5000, 1, plan["scale_seconds"], patch=TWO_STEP)["sustained"]}
+        best[f"1, {TWO_STEP}"] = search(1, known3, patch=TWO_STEP)
+    best["1"] = search(1, known)
+    if "scale" not in skip:
         if best["1"]:
             known2[best["1"]] = True  # two relays do at least what one does
         best["2"] = search(2, known2)
-    if budget.allows(f"sustained runs with {TWO_STEP}"):
-        known3 = {5000.0: one(5000, 1, plan["scale_seconds"], patch=TWO_STEP)["sustained"]}
-        best[f"1, {TWO_STEP}"] = search(1, known3, patch=TWO_STEP)
     sustained["max_sustained"] = best
     return sustained
 
@@ -242,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 "shard_count": effective.shard_count,
                 "lease_refresh_seconds": effective.lease_refresh_seconds,
                 "dlq_topic": effective.dlq_topic,
+                "pipeline": effective.pipeline,
+                "overlap_marks": getattr(effective, "overlap_marks", None),
             },
             "producer": {k: v for k, v in producer_config(BOOTSTRAP).items() if k != "bootstrap.servers"},
             "topic_partitions": PARTITIONS,

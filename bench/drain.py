@@ -36,7 +36,7 @@ def run_drain(
     """Drain the parked backlog (or its first ``limit`` rows) with ``instances`` relays; return numbers.
 
     A drain that does not finish within ``timeout`` seconds is reported with the rate it reached."""
-    backlog.clear_pending(engine)
+    vacuum_seconds = backlog.clear_pending(engine)
     topic = create_topic(f"drain{instances}", partitions)
     group = RelayGroup(database_url, bootstrap, instances, relay_config, profile=profile, patch=patch)
     summaries: list[dict[str, Any]] = []
@@ -77,4 +77,5 @@ def run_drain(
         "published_by_instance": [s.get("published") for s in summaries],
         "exit_codes": [s.get("exit_code") for s in summaries],
         "profiled": profile is not None,
+        "vacuum_before_seconds": round(vacuum_seconds, 2),
     }

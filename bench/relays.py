@@ -133,8 +133,10 @@ class RelayGroup:
             if proc.poll() is not None:
                 raise RuntimeError(f"a relay instance exited early with code {proc.returncode}")
 
-    def stop(self, timeout: float = 60.0) -> list[dict[str, Any]]:
-        """SIGTERM every instance (graceful stop), wait, stop sampling, read their summaries."""
+    def stop(self, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """SIGTERM every instance (graceful stop), wait up to ``timeout`` s (a relay finishes its current
+        cycle first), then SIGKILL (safe: unmarked rows are simply claimed again), stop sampling, read
+        their summaries (a killed instance has none)."""
         for proc in self._procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

@@ -39,7 +39,9 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     drain = results.get("drain") or {}
     relay_runs = {
-        r["instances"]: r for r in drain.get("relay", []) if not r.get("patch") and not r.get("profiled")
+        r["instances"]: r
+        for r in drain.get("relay", [])
+        if not r.get("patch") and not r.get("profiled") and not r.get("relay_overrides")
     }
     ceiling = (drain.get("raw_ceiling") or {}).get("events_per_second")
     one = relay_runs.get(1)
@@ -149,6 +151,8 @@ def markdown(results: dict[str, Any]) -> str:
         tag = " (profiled)" if run.get("profiled") else ""
         if run.get("patch"):
             tag += f", **{run['patch']} experiment**"
+        if run.get("relay_overrides"):
+            tag += f", RelayConfig{run['relay_overrides']}"
         if not run.get("finished", True):
             tag += f", NOT finished: {run['published']:,} published in the {_fmt(run['seconds'], 0)} s cap"
         lines.append(
@@ -198,11 +202,16 @@ def _tail(results: dict[str, Any]) -> list[str]:
     lines += ["", "## Targets (issue 6)", "", "| Target | Measured | Met |", "|---|---|---|"]
     for t in results.get("targets", []):
         lines.append(f"| {t['target']} | {t['measured']} | {_met(t['met'])} |")
-    profile = results.get("profile")
-    if profile and profile.get("top"):
-        lines += ["", "## Where a draining relay spends its time (pyinstrument, one instance)", "", "```"]
-        lines += profile["top"]
-        lines += ["```"]
+    for name, profile in (results.get("profile") or {}).items():
+        lines += [
+            "",
+            f"## Where a draining relay spends its time: {name} claim (pyinstrument, one instance, "
+            f"{_fmt(profile.get('events_per_second'), 0)} events/s while profiled)",
+            "",
+            "```",
+            *profile["top"],
+            "```",
+        ]
     skipped = results["run"].get("skipped_for_time") or []
     if skipped:
         lines += ["", "Skipped to stay within the 10-minute budget: " + "; ".join(skipped) + "."]
