@@ -197,14 +197,21 @@ class InMemoryOutboxStore:
     # ------------------------------------------------------------------------------ the port
     def claim(self, shards: Collection[int] | None, limit: int, now: datetime) -> list[OutboxRecord]:
         """Pending, due rows in ``shards`` in id order, skipping keys whose head waits for a retry."""
+        return self.claim_excluding(shards, limit, now, ())
+
+    def claim_excluding(
+        self, shards: Collection[int] | None, limit: int, now: datetime, busy: Collection[int]
+    ) -> list[OutboxRecord]:
+        """:meth:`claim` as if the rows with ids in ``busy`` did not exist (the relay's overlapped marks)."""
         if limit <= 0:
             return []
+        skip = set(busy)
         owned = None if shards is None else set(shards)
         out: list[OutboxRecord] = []
         blocked: set[bytes] = set()
         with self._lock:
             for row in sorted(self._rows.values(), key=lambda r: r.id):
-                if row.state != PENDING:
+                if row.state != PENDING or row.id in skip:
                     continue
                 in_backoff = row.attempts > 0 and row.next_attempt_at > now
                 if row.key in blocked:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 PENDING = "pending"
 PUBLISHED = "published"
@@ -116,6 +116,22 @@ class OutboxStore(Protocol):
 
     def purge_published(self, older_than: datetime, batch_size: int) -> int:
         """Delete up to ``batch_size`` published rows published before ``older_than``; return how many."""
+        ...
+
+
+@runtime_checkable
+class ExcludingClaim(Protocol):
+    """An optional store capability: a claim that skips given rows (the relay's overlapped marks).
+
+    While the marks of batch N are committed in the background, the relay claims batch N+1; batch N's
+    rows are still ``pending`` until that commit, so the claim must skip them. Stores without this
+    method are simply resolved before the next claim.
+    """
+
+    def claim_excluding(
+        self, shards: Collection[int] | None, limit: int, now: datetime, busy: Collection[int]
+    ) -> list[OutboxRecord]:
+        """Exactly :meth:`OutboxStore.claim`, as if the rows with ids in ``busy`` did not exist."""
         ...
 
 

@@ -138,7 +138,7 @@ def _sqlite_claim_statement(shard_filter: bool) -> Select[Any]:
 
 
 @lru_cache(maxsize=32)
-def pg_claim_sql(shard_filter: bool, limit: int) -> str:
+def pg_claim_sql(shard_filter: bool, limit: int, exclude: bool = False) -> str:
     """The claim on PostgreSQL, as SQL text sent through the driver (no per-row type processing).
 
     * State tests are literals, never parameters, so prepared (generic) plans still match the partial
@@ -151,8 +151,14 @@ def pg_claim_sql(shard_filter: bool, limit: int) -> str:
       retry rows, which explodes during a broker outage when thousands of keys wait. As a correlated
       subplan it is one probe of the retry index per candidate row, whatever its size.
     * The shards are one array parameter: the same text for any shard set.
+    * ``exclude``: rows whose ids are in the ``busy`` array parameter are skipped (a batch whose marks
+      are still being written; see :meth:`SqlOutboxStore.claim_excluding`).
     """
     shard_clause = "  AND o.shard = ANY(CAST(%(shards)s AS SMALLINT[]))\n" if shard_filter else ""
+    if exclude:
+        # A hashed subplan, built once per execution, also in a generic plan (``<> ALL($1)`` would
+        # compare every candidate with the whole array there).
+        shard_clause += "  AND o.id NOT IN (SELECT unnest(CAST(%(busy)s AS BIGINT[])))\n"
     return (
         "SELECT o.id, o.event_id, o.event_type, o.schema_version, o.topic, o.key, o.payload, o.headers,"
         " o.shard, o.attempts, o.created_at\n"
@@ -330,8 +336,20 @@ class SqlOutboxStore:
     # ---------------------------------------------------------------------------------------- the port
     def claim(self, shards: Collection[int] | None, limit: int, now: datetime) -> list[OutboxRecord]:
         """Pending rows that may be produced now, in id order, at most ``limit`` (see the port)."""
+        return self.claim_excluding(shards, limit, now, ())
+
+    def claim_excluding(
+        self, shards: Collection[int] | None, limit: int, now: datetime, busy: Collection[int]
+    ) -> list[OutboxRecord]:
+        """:meth:`claim` as if the rows with ids in ``busy`` were not there (see
+        :class:`~payment_events.outbox.ports.ExcludingClaim`)."""
         if limit <= 0:
             return []
+        if busy and self._dialect != "postgresql":
+            # SQLite (one relay, modest volumes): claim past the busy rows and drop them here.
+            skip = set(busy)
+            wider = self.claim_excluding(shards, limit + len(skip), now, ())
+            return [r for r in wider if r.id not in skip][:limit]
         owned: list[int] | None = None
         if shards is not None:
             owned = sorted(set(shards))
@@ -345,7 +363,9 @@ class SqlOutboxStore:
                 params: dict[str, Any] = {"now": now}
                 if owned is not None:
                     params["shards"] = owned
-                rows = _pg_fetch_binary(conn, pg_claim_sql(owned is not None, limit), params)
+                if busy:
+                    params["busy"] = list(busy)
+                rows = _pg_fetch_binary(conn, pg_claim_sql(owned is not None, limit, bool(busy)), params)
             else:
                 statement = self._claim_all if owned is None else self._claim_shards
                 params = {"now": now, "limit": limit}

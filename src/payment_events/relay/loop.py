@@ -19,15 +19,17 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from payment_events.errors import ConfigurationError
 from payment_events.observer import NullObserver, RelayObserver
-from payment_events.outbox.ports import OutboxRecord, OutboxStore, ShardLeases
+from payment_events.outbox.ports import ExcludingClaim, OutboxRecord, OutboxStore, ShardLeases
 from payment_events.relay.decisions import (
     Outcome,
+    Resolution,
     backoff_delay,
     merge_outcomes,
     next_wait,
@@ -74,6 +76,16 @@ class _InFlight:
     sent: Any
 
 
+@dataclass(slots=True)
+class _Marking:
+    """A decided batch whose marks are being committed in the background (overlapped marks)."""
+
+    future: Future[None]
+    ids: list[int]
+    resolution: Resolution
+    decided_at: datetime
+
+
 class Relay:
     """Publishes pending outbox rows to Kafka; see the module docstring for the cycle.
 
@@ -108,6 +120,11 @@ class Relay:
         self._closed = False
         self._pipelined = self.config.pipeline and isinstance(producer, PipelinedProducer)
         self._inflight: deque[_InFlight] = deque()
+        self._overlap = (
+            self.config.overlap_marks and not self._pipelined and isinstance(store, ExcludingClaim)
+        )
+        self._marking: _Marking | None = None
+        self._marker: ThreadPoolExecutor | None = None
         self._store = store
         self._producer = producer
         self._leases = leases
@@ -153,10 +170,11 @@ class Relay:
                 if cycle is None or self._stopping or self._inflight:
                     continue
                 wait = next_wait(cycle.claimed, self.config.batch_size, self.config.poll_interval_seconds)
-                if wait > 0 and not cycle.outage:
+                if wait > 0 and not cycle.outage and self._settle_marks():
                     self._wake_or_poll(wait)
         finally:
             self._complete_inflight()
+            self._settle_marks()
             self._shutdown()
 
     def drain(self, max_cycles: int | None = None) -> int:
@@ -174,6 +192,7 @@ class Relay:
                     break
         finally:
             total += self._complete_inflight()
+            self._join_marking()  # a failure to commit the last marks propagates, like a failed resolve
         return total
 
     # ------------------------------------------------------------------ one cycle
@@ -209,7 +228,12 @@ class Relay:
         return self._complete_oldest()
 
     def _claim(self, shards: frozenset[int] | None) -> list[OutboxRecord]:
-        records = self._store.claim(shards, self.config.batch_size, self._clock())
+        if self._marking is not None:
+            # The previous batch's rows stay pending until its marks commit: skip them.
+            store = cast(ExcludingClaim, self._store)
+            records = store.claim_excluding(shards, self.config.batch_size, self._clock(), self._marking.ids)
+        else:
+            records = self._store.claim(shards, self.config.batch_size, self._clock())
         self._observer.database_reachable(True)
         if records:
             self._observer.batch(len(records))
@@ -222,13 +246,31 @@ class Relay:
         return self._finish(flight.records, merge_outcomes(flight.records, produced))
 
     def _finish(self, records: list[OutboxRecord], outcomes: list[Outcome]) -> CycleReport:
-        """Resolve a produced batch: decide, copy dead rows to the DLQ, mark, report."""
-        resolution = resolve_batch(records, outcomes, now=self._clock(), policy=self._policy, rand=self._rand)
+        """Resolve a produced batch: decide, copy dead rows to the DLQ, mark, report.
+
+        Overlapped marks (``RelayConfig.overlap_marks``): the previous batch's marks must have committed
+        first (if they failed, this batch is not marked either: its rows stay pending and are sent
+        again, never marked ahead of an earlier row of their key). A batch whose every row is published
+        or dead is then marked in the background while the next batch is claimed and produced; any
+        retry or untouched row makes the marks synchronous, so a key's head in backoff is in the
+        database before the next claim.
+        """
+        decided_at = self._clock()
+        resolution = resolve_batch(records, outcomes, now=decided_at, policy=self._policy, rand=self._rand)
         if resolution.dead_records and self.config.dlq_topic:
             timeout = self.config.delivery_timeout_seconds
             dead_letter(self._producer, self.config.dlq_topic, resolution, timeout)
-        self._store.resolve(resolution.published, resolution.retries, resolution.dead)
-        report(self._observer, resolution, self._clock())
+        self._join_marking()
+        if self._overlap and not (resolution.retries or resolution.untouched or resolution.outage):
+            if self._marker is None:
+                self._marker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-marks")
+            future = self._marker.submit(
+                self._store.resolve, resolution.published, resolution.retries, resolution.dead
+            )
+            self._marking = _Marking(future, [r.id for r in records], resolution, decided_at)
+        else:
+            self._store.resolve(resolution.published, resolution.retries, resolution.dead)
+            report(self._observer, resolution, self._clock())
         return CycleReport(
             claimed=len(records),
             published=len(resolution.published),
@@ -243,6 +285,35 @@ class Relay:
         owned = self._shards if self._leases is not None else frozenset(range(self.config.shard_count))
         ordered = sorted(owned or ())
         return [frozenset(g) for g in (ordered[0::2], ordered[1::2]) if g]
+
+    def _join_marking(self) -> None:
+        """Wait for the background marks of the previous batch (if any) and report it; a failure to
+        commit them is raised here (their rows stay pending and are claimed again)."""
+        marking = self._marking
+        if marking is None:
+            return
+        self._marking = None
+        marking.future.result()
+        report(self._observer, marking.resolution, marking.decided_at)
+
+    def _settle_marks(self) -> bool:
+        """:meth:`_join_marking` for the loop's quiet moments (before sleeping, refreshing shards or
+        stopping): a failure is logged and paused on, like a failed cycle. True if all went well."""
+        try:
+            self._join_marking()
+        except Exception as exc:  # noqa: BLE001 - the rows stay pending and are claimed again
+            self._errors += 1
+            delay = backoff_delay(
+                self._errors, self.config.backoff_base_seconds, self.config.backoff_cap_seconds, self._rand
+            )
+            log.error(
+                "committing a batch's marks failed; its rows will be sent again",
+                extra={"event": "relay.cycle_failed", "error": type(exc).__name__, "pause_seconds": delay},
+            )
+            self._observer.database_reachable(False)
+            self._paused_until = time.monotonic() + delay
+            return False
+        return True
 
     def _lease_refresh_due(self) -> bool:
         return self._leases is not None and time.monotonic() >= self._next_lease_refresh
@@ -321,6 +392,7 @@ class Relay:
             return
         if not force and time.monotonic() < self._next_lease_refresh:
             return
+        self._join_marking()  # shards change hands only with every mark committed
         self._next_lease_refresh = time.monotonic() + self.config.lease_refresh_seconds
         shards = self._leases.refresh()
         if shards != self._shards:
@@ -375,6 +447,8 @@ class Relay:
             return
         self._closed = True
         steps: list[Callable[[], object]] = [
+            self._settle_marks,
+            *([self._marker.shutdown] if self._marker is not None else []),
             lambda: self._producer.close(self.config.delivery_timeout_seconds),
             *([self._leases.release_all] if self._leases is not None else []),
             self._waker.close,
