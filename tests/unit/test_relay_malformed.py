@@ -7,7 +7,13 @@ from dataclasses import replace
 import pytest
 
 from payment_events.observer import NullObserver
-from payment_events.outbox.headers import HEADERS_NOT_HEADER_JSON, HEADERS_NOT_JSON, parse_headers
+from payment_events.outbox.headers import (
+    HEADERS_NOT_HEADER_JSON,
+    HEADERS_NOT_JSON,
+    dump_headers,
+    load_headers,
+    parse_headers,
+)
 from payment_events.outbox.ports import DEAD, PENDING, PUBLISHED, OutboxRecord, row_defect
 from payment_events.relay import Relay, RelayConfig
 from payment_events.relay.decisions import (
@@ -60,6 +66,8 @@ def test_row_defect_names_every_problem_without_content() -> None:
         ('[["a"]]', HEADERS_NOT_HEADER_JSON),
         ('[[1, "x"]]', HEADERS_NOT_HEADER_JSON),
         ('[["a", "!!", "base64"]]', HEADERS_NOT_HEADER_JSON),
+        ('[["a","b"]] x', HEADERS_NOT_JSON),
+        ("[" * 100_000 + "]" * 100_000, HEADERS_NOT_JSON),
     ],
 )
 def test_parse_headers_reports_a_problem_instead_of_raising(text: object, problem: str) -> None:
@@ -68,8 +76,14 @@ def test_parse_headers_reports_a_problem_instead_of_raising(text: object, proble
 
 
 def test_parse_headers_reads_text_and_base64_values() -> None:
-    """Sound headers parse exactly, including non-UTF-8 values stored as base64."""
+    """Sound headers parse exactly, including non-UTF-8 values stored as base64, surrounding whitespace
+    and bytes; the result equals load_headers' for what dump_headers wrote."""
     assert parse_headers('[["a","x"],["b","/w==","base64"]]') == ((("a", b"x"), ("b", b"\xff")), None)
+    assert parse_headers(' [["a","x"]] ') == ((("a", b"x"),), None)
+    assert parse_headers(b'[["a","x"]]') == ((("a", b"x"),), None)
+    headers = (("ce_id", b"1"), ("ce_type", "é".encode()), ("bin", b"\x00\xff"), ("ce_id", b"dup"))
+    stored = dump_headers(headers)
+    assert parse_headers(stored) == (headers, None) == (load_headers(stored), None)
 
 
 # ---------------------------------------------------------------------------------- the decisions
