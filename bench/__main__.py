@@ -178,6 +178,9 @@ def _sustained_section(plan: dict[str, Any], factory: EventFactory, ctx: dict[st
             relay_config=relay_config, partitions=PARTITIONS, patch=patch,
         )
         run["sustained"] = _sustained_ok(run)
+        run["writers_reached_target"] = run["achieved_write_rate"] >= 0.95 * run["target_rate"]
+        growth = run["backlog_growth_per_second"]
+        run["relay_kept_up"] = bool(growth <= SUSTAINED_BACKLOG_GROWTH_LIMIT and run["drained_after_writers"])
         run["search"] = search
         sustained["runs"].append(run)
         memory["peak"].append(run["peak_rss_mb"])

@@ -22,6 +22,14 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _verdict(run: dict[str, Any]) -> str:
+    if run["sustained"]:
+        return ""
+    if run.get("relay_kept_up") and not run.get("writers_reached_target"):
+        return " — NOT sustained: the writers fell short of the target; the relay kept up with their rate"
+    return " — NOT sustained: the relay fell behind"
+
+
 def _met(flag: bool | None) -> str:
     if flag is None:
         return "n/a"
@@ -174,7 +182,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"achieved {_fmt(run['achieved_write_rate'], 0)}/s; "
             f"commit->ack p50/p99/p99.9 {_fmt(lat['p50'])}/{_fmt(lat['p99'])}/{_fmt(lat['p999'])} ms; "
             f"backlog {run['backlog_growth_per_second']:+.0f}/s (max {run['backlog_max']:,})"
-            f"{'' if run['sustained'] else ' — NOT sustained'} | "
+            f"{_verdict(run)} | "
             f"raw produce->ack p99 {_fmt(base.get('p99'))} ms | "
             f"p99 {ratio(lat['p99'], base.get('p99', math.nan))}x; "
             f"rate {ratio(run['achieved_write_rate'], ceiling or math.nan)} of ceiling |"
