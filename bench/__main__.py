@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -314,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     results["targets"] = report.evaluate_targets(results)
     results["run"]["seconds"] = round(time.monotonic() - started, 1)
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     json_path, md_path = report.write(results, args.out)
     print(md_path.read_text())
     print(f"[bench] wrote {json_path} and {md_path} in {results['run']['seconds']:.0f} s", flush=True)

@@ -136,7 +136,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"# payment-events benchmark, {results['run']['date']} ({results['run']['mode']} run)",
         "",
         f"Machine: {m['cpu_model']}, {m['logical_cores']} logical cores, {m['memory_mb']:,} MB RAM, "
-        f"load average at start {m['load_average_at_start']}. **PostgreSQL, the Kafka broker, the relay(s) "
+        f"load average at start {m['load_average_at_start']}, at end {m.get('load_average_at_end', 'n/a')} "
+        "(other work on the machine shows here). **PostgreSQL, the Kafka broker, the relay(s) "
         "and the load generators all share these cores**, so every figure also comes as a ratio against a "
         "baseline measured in the same run.",
         f"Versions: Python {v['python']}, confluent-kafka {v['confluent_kafka']} / librdkafka "
