@@ -84,7 +84,8 @@ def test_relay_engine_runs_without_jit(store: SqlOutboxStore) -> None:
 
 def test_claim_plan_reads_the_partial_indexes(store: SqlOutboxStore) -> None:
     """With published history and pending rows, the claim walks the pending index in id order and
-    probes the retry index per row (no sort, no scan of published rows)."""
+    probes the retry index per row (no sort, no scan of published rows); skipping a batch still being
+    marked adds one hashed lookup, not a scan per row."""
     with store.engine.begin() as conn:
         conn.execute(
             text(
@@ -98,15 +99,17 @@ def test_claim_plan_reads_the_partial_indexes(store: SqlOutboxStore) -> None:
         )
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE payment_events_outbox"))
-    for shard_filter in (False, True):
-        sql = pg_claim_sql(shard_filter, 500)
-        params: dict[str, Any] = {"now": datetime.now(UTC), "shards": list(range(0, 64, 2))}
+    busy = list(range(20_001, 22_001))  # the relay's overlapped marks: a batch still being marked
+    for shard_filter, exclude in ((False, False), (True, False), (False, True), (True, True)):
+        sql = pg_claim_sql(shard_filter, 500, exclude)
+        params: dict[str, Any] = {"now": datetime.now(UTC), "shards": list(range(0, 64, 2)), "busy": busy}
         with store.engine.connect() as conn:
             plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + sql, params).scalars())
         assert "Index Scan using ix_payment_events_outbox_pending" in plan
         assert "ix_payment_events_outbox_retry" in plan
         assert "Sort" not in plan
         assert "Seq Scan" not in plan
+        assert ("hashed SubPlan" in plan) == exclude  # one hash of the busy ids, not a scan per row
 
 
 def test_terminated_connection_is_a_store_error_then_recovers(pg_url: str, store: SqlOutboxStore) -> None:
