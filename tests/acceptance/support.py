@@ -211,7 +211,7 @@ class ThrowawayBroker:
         self.config.write_text("\n".join(lines) + "\n")
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         subprocess.run(
-            [*self._java("kafka.tools.StorageTool"), "format", "--standalone", "-t", cluster_id,
+            [*self._java("kafka.tools.StorageTool"), "format", "--standalone", f"--cluster-id={cluster_id}",
              "-c", str(self.config)],
             check=True,
             capture_output=True,

@@ -231,8 +231,9 @@ class ThrowawayBroker:
                 .splitlines()[-1]
             )
             subprocess.run(
-                self._java(
-                    "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config)
+                self._java(  # --cluster-id=X: a random id may start with "-" and would read as a flag
+                    "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cluster_id}",
+                    "-c", str(config),
                 ),
                 check=True,
                 capture_output=True,

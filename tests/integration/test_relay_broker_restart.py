@@ -75,7 +75,7 @@ class ThrowawayBroker:
         subprocess.run(
             [
                 *self._java("kafka.tools.StorageTool"),
-                "format", "--standalone", "-t", cluster_id, "-c", str(self.config),
+                "format", "--standalone", f"--cluster-id={cluster_id}", "-c", str(self.config),
             ],
             check=True,
             capture_output=True,
