@@ -112,6 +112,42 @@ def test_claim_plan_reads_the_partial_indexes(store: SqlOutboxStore) -> None:
         assert ("hashed SubPlan" in plan) == exclude  # one hash of the busy ids, not a scan per row
 
 
+def test_claim_probe_uses_the_retry_index_even_with_statistics_from_before_a_backlog(
+    store: SqlOutboxStore,
+) -> None:
+    """Statistics taken while nothing was pending (a healthy outbox) and then a backlog: the per-row
+    probe for keys in backoff still reads the retry index, never the pending index (which under these
+    statistics used to be chosen: one scan of every earlier pending row per candidate)."""
+    history = (
+        "INSERT INTO payment_events_outbox (event_id, event_type, schema_version, topic, key, payload,"
+        " headers, shard, state, next_attempt_at, created_at, published_at, kafka_partition, kafka_offset)"
+        " SELECT gen_random_uuid()::text, 'PaymentSucceeded', 1, 'payment.events',"
+        " convert_to('k' || (g % 500), 'UTF8'), '\\x00', '[]', g % 64, {state}, now(), now(),"
+        " {published_at}, 0, g FROM generate_series(1, {count}) g"
+    )
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE payment_events_outbox SET (autovacuum_enabled = false)"))
+        conn.execute(text(history.format(state="'published'", published_at="now()", count=20000)))
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE payment_events_outbox"))
+    with store.engine.begin() as conn:
+        conn.execute(text(history.format(state="'pending'", published_at="NULL", count=5000)))
+    for exclude in (False, True):
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            with store.engine.connect() as conn:
+                conn.execute(text(f"SET plan_cache_mode = {mode}"))
+                types = "timestamptz, bigint[]" if exclude else "timestamptz"
+                body = pg_claim_sql(False, 500, exclude).replace("%(now)s", "$1").replace("%(busy)s", "$2")
+                conn.exec_driver_sql(f"PREPARE claim_plan({types}) AS {body}")
+                args = "now(), '{1,2,3}'" if exclude else "now()"  # utility statements take no parameters
+                plan = "\n".join(conn.exec_driver_sql(f"EXPLAIN EXECUTE claim_plan({args})").scalars())
+                conn.exec_driver_sql("DEALLOCATE claim_plan")
+                conn.rollback()
+            probe = plan[plan.index("SubPlan"):]
+            assert "ix_payment_events_outbox_retry on payment_events_outbox earlier" in probe, plan
+            assert "ix_payment_events_outbox_pending on payment_events_outbox earlier" not in plan
+
+
 def test_terminated_connection_is_a_store_error_then_recovers(pg_url: str, store: SqlOutboxStore) -> None:
     """If the database kills the store's connection, the next call fails with StoreError and the one
     after that works on a fresh connection."""

@@ -78,3 +78,29 @@ def test_unreachable_database_is_a_store_error(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'missing-dir' / 'app.db'}"
     with pytest.raises(StoreError):
         migrate.upgrade(url)
+
+
+def test_revision_0002_rewrites_the_retry_index_predicate_and_back(tmp_path: Path) -> None:
+    """An outbox at revision 0001 upgrades to the retry index whose predicate does not imply
+    ``state = 'pending'`` (rows kept), and downgrades back to 0001's predicate."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    migrate.upgrade(url, "0001")
+    index_sql = text("SELECT sql FROM sqlite_master WHERE name = 'ix_payment_events_outbox_retry'")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert "state = 'pending' AND attempts > 0" in conn.execute(index_sql).scalar_one()
+        migrate.upgrade(url)
+        migrate.check(url)
+        with engine.connect() as conn:
+            assert "state <> 'published' AND state <> 'dead' AND attempts > 0" in conn.execute(
+                index_sql
+            ).scalar_one()
+        from alembic import command
+
+        with engine.begin() as conn:
+            command.downgrade(migrate._config(conn), "0001")
+        with engine.connect() as conn:
+            assert "state = 'pending' AND attempts > 0" in conn.execute(index_sql).scalar_one()
+    finally:
+        engine.dispose()

@@ -57,7 +57,7 @@ from payment_events.outbox.ports import (
     row_defect,
 )
 from payment_events.outbox.table import (
-    HAS_FAILED,
+    IN_RETRY_INDEX,
     IS_DEAD,
     IS_PENDING,
     IS_PUBLISHED,
@@ -124,7 +124,8 @@ def _sqlite_claim_statement(shard_filter: bool) -> Select[Any]:
     """
     now = bindparam("now", type_=UtcDateTime())
     earlier_in_backoff = exists().where(
-        _p.c.state == literal_column("'pending'"),
+        _p.c.state != literal_column("'published'"),
+        _p.c.state != literal_column("'dead'"),
         _p.c.attempts > literal_column("0"),
         _p.c.key == _o.c.key,
         _p.c.id < _o.c.id,
@@ -150,6 +151,9 @@ def pg_claim_sql(shard_filter: bool, limit: int, exclude: bool = False) -> str:
       from a row estimate of the tiny, fast-changing retry set and can become a nested loop over claim x
       retry rows, which explodes during a broker outage when thousands of keys wait. As a correlated
       subplan it is one probe of the retry index per candidate row, whatever its size.
+    * The probe's ``state <> 'published' AND state <> 'dead'`` (not ``state = 'pending'``) is the retry
+      index's predicate and does not imply the pending index's: only the retry index can answer it,
+      whatever the statistics say (see :mod:`payment_events.outbox.table`).
     * The shards are one array parameter: the same text for any shard set.
     * ``exclude``: rows whose ids are in the ``busy`` array parameter are skipped (a batch whose marks
       are still being written; see :meth:`SqlOutboxStore.claim_excluding`).
@@ -168,7 +172,7 @@ def pg_claim_sql(shard_filter: bool, limit: int, exclude: bool = False) -> str:
         + shard_clause
         + "  AND NOT EXISTS (\n"
         "    SELECT 1 FROM payment_events_outbox AS earlier\n"
-        "    WHERE earlier.state = 'pending' AND earlier.attempts > 0\n"
+        "    WHERE earlier.state <> 'published' AND earlier.state <> 'dead' AND earlier.attempts > 0\n"
         "      AND earlier.key = o.key AND earlier.id < o.id AND earlier.next_attempt_at > %(now)s\n"
         "    OFFSET 0)\n"
         f"ORDER BY o.id\nLIMIT {int(limit)}"
@@ -230,7 +234,7 @@ def _backlog_statement() -> Select[Any]:
         select(count).select_from(_o).where(IS_PENDING).scalar_subquery().label("pending"),
         select(count)
         .select_from(_o)
-        .where(IS_PENDING, HAS_FAILED, _o.c.next_attempt_at > now)
+        .where(IN_RETRY_INDEX, _o.c.next_attempt_at > now)
         .scalar_subquery()
         .label("in_retry"),
         select(count).select_from(_o).where(IS_DEAD).scalar_subquery().label("dead"),

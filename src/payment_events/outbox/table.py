@@ -13,9 +13,13 @@ transaction's cost) only touches the primary key, the ``event_id`` unique index 
   it cannot return one id order without sorting every pending row of those shards or merging one index
   scan per shard, and PostgreSQL plans neither reliably. With ``(id)``, ``k`` relay instances each read
   about ``k * limit`` index entries per claim, which is cheap for the handful of instances one runs.)
-* ``ix_payment_events_outbox_retry`` ``(key, id) WHERE state = 'pending' AND attempts > 0``: rows that
-  failed at least once; the claim uses it to skip keys whose head waits for a retry. Tiny, and empty in a
-  healthy system; a fresh insert (``attempts = 0``) never touches it.
+* ``ix_payment_events_outbox_retry`` ``(key, id) WHERE state <> 'published' AND state <> 'dead' AND
+  attempts > 0``: pending rows that failed at least once; the claim uses it to skip keys whose head
+  waits for a retry. Tiny, and empty in a healthy system; a fresh insert (``attempts = 0``) never touches
+  it. The predicate means ``state = 'pending'`` but is written so that it does not *imply* it: a query
+  written the same way cannot be answered by the pending index, which PostgreSQL otherwise picked for
+  the claim's per-row probe under statistics taken while few rows were pending (one scan of every
+  earlier pending row per candidate; revision 0002).
 * ``ix_payment_events_outbox_published`` ``(published_at) WHERE state = 'published'``: retention purge and
   the "published in the last minute" count.
 * ``ix_payment_events_outbox_dead`` ``(id) WHERE state = 'dead'``: dead-letter listing and counts.
@@ -48,6 +52,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     literal_column,
     text,
 )
@@ -131,12 +136,16 @@ Index(
     postgresql_where=text("state = 'pending'"),
     sqlite_where=text("state = 'pending'"),
 )
+RETRY_INDEX_PREDICATE = "state <> 'published' AND state <> 'dead' AND attempts > 0"
+"""Pending rows that failed at least once, written so that it does not imply ``state = 'pending'``
+(see the module docstring): queries meant for the retry index use exactly this text."""
+
 Index(
     "ix_payment_events_outbox_retry",
     outbox_table.c.key,
     outbox_table.c.id,
-    postgresql_where=text("state = 'pending' AND attempts > 0"),
-    sqlite_where=text("state = 'pending' AND attempts > 0"),
+    postgresql_where=text(RETRY_INDEX_PREDICATE),
+    sqlite_where=text(RETRY_INDEX_PREDICATE),
 )
 Index(
     "ix_payment_events_outbox_published",
@@ -158,4 +167,10 @@ IS_PENDING = outbox_table.c.state == literal_column("'pending'")
 IS_PUBLISHED = outbox_table.c.state == literal_column("'published'")
 IS_DEAD = outbox_table.c.state == literal_column("'dead'")
 HAS_FAILED = outbox_table.c.attempts > literal_column("0")
+IN_RETRY_INDEX = and_(
+    outbox_table.c.state != literal_column("'published'"),
+    outbox_table.c.state != literal_column("'dead'"),
+    HAS_FAILED,
+)
+"""The retry index's predicate as an expression (pending rows that failed at least once)."""
 NEVER_FAILED = outbox_table.c.attempts == literal_column("0")
