@@ -232,8 +232,12 @@ class ThrowawayBroker:
             )
             subprocess.run(
                 self._java(  # --cluster-id=X: a random id may start with "-" and would read as a flag
-                    "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cluster_id}",
-                    "-c", str(config),
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    f"--cluster-id={cluster_id}",
+                    "-c",
+                    str(config),
                 ),
                 check=True,
                 capture_output=True,
