@@ -26,7 +26,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.engine import Engine, Row
 
 from payment_events.outbox.dberrors import translated
-from payment_events.outbox.headers import load_headers
+from payment_events.outbox.headers import parse_headers
 from payment_events.outbox.ports import PENDING
 from payment_events.outbox.table import IS_DEAD, outbox_table
 
@@ -99,7 +99,12 @@ def list_dead(engine: Engine, limit: int = 100, event_type: str | None = None) -
 
 
 def row_from_db(r: Row[Any]) -> OutboxRow:
-    """An :class:`OutboxRow` from a full ``payment_events_outbox`` row."""
+    """An :class:`OutboxRow` from a full ``payment_events_outbox`` row.
+
+    A malformed headers column (a row the relay dead-lettered as ``MALFORMED_ROW``) shows as no headers,
+    so ``dlq show`` can still display the row it is asked about; ``last_error`` says what was wrong.
+    """
+    headers, _problem = parse_headers(r.headers)
     return OutboxRow(
         id=r.id,
         event_id=r.event_id,
@@ -108,7 +113,7 @@ def row_from_db(r: Row[Any]) -> OutboxRow:
         topic=r.topic,
         key=bytes(r.key),
         payload=bytes(r.payload),
-        headers=load_headers(r.headers),
+        headers=headers,
         shard=r.shard,
         state=r.state,
         attempts=r.attempts,
