@@ -1,339 +1,45 @@
-"""The scenario harness: steady writers, relay processes, a progress watch and the audited verdict."""
+"""The scenario harness: a progress watch, the drain wait, scenario spaces and the audited verdict.
+
+Writers live in :mod:`tests.chaos.writers`, relay processes in :mod:`tests.chaos.relays`; both are
+re-exported here for the scenarios.
+"""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
-import json
-import os
-import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from confluent_kafka import Consumer, TopicPartition
 
 from payment_events.audit import audit
 from payment_events.audit_report import AuditReport
-from payment_events.events import (
-    BaseEvent,
-    PaymentCaptured,
-    PaymentFailed,
-    PaymentRequiresAction,
-    PaymentSucceeded,
-    RefundFailed,
-    RefundProcessed,
-)
-from payment_events.events.examples import example_fields
-from payment_events.outbox.publisher import OutboxPublisher
 from payment_events.outbox.table import outbox_table
-from tests.chaos.infra import ROOT, create_topics, delete_topics, fresh_database, relay_url
+from tests.chaos.infra import create_topics, delete_topics, fresh_database
+from tests.chaos.relays import RelayProcess, kill_leftover_relays, relay_options
+from tests.chaos.writers import WriteLog, Writers, hold_transaction, make_event
 
-EVENT_MODELS: tuple[type[BaseEvent], ...] = (
-    PaymentSucceeded,
-    PaymentCaptured,
-    PaymentFailed,
-    RefundProcessed,
-    RefundFailed,
-    PaymentRequiresAction,
-)
-LOG_DIR = Path(os.environ.get("PAYMENT_EVENTS_CHAOS_LOGS", ROOT / ".services" / "chaos-logs"))
-
-
-def make_event(model: type[BaseEvent], key: str) -> BaseEvent:
-    """A valid event of ``model`` for payment ``key`` with a fresh event id."""
-    fields = example_fields(model)
-    del fields["event_id"]
-    fields["payment_id"] = key
-    fields["event_timestamp"] = datetime.now(UTC)
-    return model(**fields)
-
-
-# ---------------------------------------------------------------------------------------- writers
-@dataclass
-class WriteLog:
-    """What the writers know: ids whose COMMIT returned, ids whose COMMIT failed midway (unknown)."""
-
-    committed: list[str] = field(default_factory=list)
-    uncertain: list[str] = field(default_factory=list)
-    failed_transactions: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class Writers:
-    """``writers`` threads writing ``total`` events at ``rate`` events/s through the real OutboxPublisher,
-    ``batch`` events per transaction. Each key belongs to one writer, which writes it sequentially, so
-    per-key outbox id order is per-key commit order (as a payment service serialising a payment would)."""
-
-    def __init__(
-        self,
-        database_url: str,
-        topic: str,
-        *,
-        total: int,
-        rate: float,
-        writers: int = 4,
-        keys_per_writer: int = 50,
-        batch: int = 5,
-        commit_delay: tuple[float, float] = (0.0, 0.0),
-    ) -> None:
-        self.url, self.topic, self.total, self.rate = database_url, topic, total, rate
-        self.writers, self.keys_per_writer, self.batch, self.commit_delay = (
-            writers,
-            keys_per_writer,
-            batch,
-            commit_delay,
-        )
-        self.log = WriteLog()
-        self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
-        self.prefix = uuid.uuid4().hex[:6]
-
-    def start(self) -> Writers:
-        """Start the writer threads."""
-        share = [
-            self.total // self.writers + (1 if i < self.total % self.writers else 0)
-            for i in range(self.writers)
-        ]
-        for i, count in enumerate(share):
-            thread = threading.Thread(target=self._write, args=(i, count), name=f"writer-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def join(self, timeout: float = 600.0) -> None:
-        """Wait for every writer to finish its share."""
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-    def stop(self) -> None:
-        """Ask the writers to stop early."""
-        self._stop.set()
-
-    @property
-    def alive(self) -> bool:
-        """True while some writer still writes."""
-        return any(t.is_alive() for t in self._threads)
-
-    def _write(self, index: int, count: int) -> None:
-        rnd = random.Random(index)
-        keys = [f"pay_{self.prefix}_{index}_{k}" for k in range(self.keys_per_writer)]
-        engine = sa.create_engine(self.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
-        interval = self.batch / (self.rate / self.writers)
-        next_at = time.monotonic()
-        written = 0
-        try:
-            while written < count and not self._stop.is_set():
-                wait = next_at - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                next_at += interval
-                n = min(self.batch, count - written)
-                events = [
-                    make_event(EVENT_MODELS[rnd.randrange(len(EVENT_MODELS))], rnd.choice(keys))
-                    for _ in range(n)
-                ]
-                if self._transaction(engine, events, rnd):
-                    written += n
-        finally:
-            engine.dispose()
-
-    def _transaction(self, engine: sa.Engine, events: list[BaseEvent], rnd: random.Random) -> bool:
-        ids = [str(e.event_id) for e in events]
-        try:
-            conn = engine.connect()
-        except sa.exc.OperationalError:
-            with self.log.lock:
-                self.log.failed_transactions += 1
-            time.sleep(0.2)
-            return False
-        with conn:
-            try:
-                tx = conn.begin()
-                OutboxPublisher(conn, router=lambda _t: self.topic).publish_many(events)  # type: ignore[arg-type]
-                low, high = self.commit_delay
-                if high > 0:
-                    time.sleep(rnd.uniform(low, high))
-            except sa.exc.SQLAlchemyError:
-                with self.log.lock:
-                    self.log.failed_transactions += 1
-                time.sleep(0.2)
-                return False
-            try:
-                tx.commit()
-            except sa.exc.SQLAlchemyError:
-                with self.log.lock:
-                    self.log.uncertain.extend(ids)
-                time.sleep(0.2)
-                return False
-        with self.log.lock:
-            self.log.committed.extend(ids)
-        return True
-
-
-def hold_transaction(database_url: str, topic: str, seconds: float, out: dict[str, Any]) -> threading.Thread:
-    """Start a thread that inserts one event, keeps its transaction open ``seconds``, then commits.
-    ``out`` receives ``event_id`` and ``committed_at`` (wall clock, UTC, taken right after COMMIT)."""
-
-    def run() -> None:
-        engine = sa.create_engine(database_url, pool_size=1, max_overflow=0)
-        try:
-            with engine.connect() as conn:
-                tx = conn.begin()
-                event = make_event(PaymentSucceeded, f"pay_held_{uuid.uuid4().hex[:8]}")
-                OutboxPublisher(conn, router=lambda _t: topic).publish(event)  # type: ignore[arg-type]
-                out["event_id"] = str(event.event_id)
-                time.sleep(seconds)
-                tx.commit()
-                out["committed_at"] = datetime.now(UTC)
-        finally:
-            engine.dispose()
-
-    thread = threading.Thread(target=run, name="held-transaction", daemon=True)
-    thread.start()
-    return thread
-
-
-# ---------------------------------------------------------------------------------------- relays
-def relay_options(dlq_topic: str, **overrides: Any) -> dict[str, Any]:
-    """RelayConfig options for chaos runs: fast lease takeover and short backoff caps."""
-    return {
-        "batch_size": 500,
-        "poll_interval_seconds": 0.5,
-        "lease_refresh_seconds": 1.0,
-        "backoff_base_seconds": 0.1,
-        "backoff_cap_seconds": 3.0,
-        "backlog_interval_seconds": 5.0,
-        "dlq_topic": dlq_topic,
-        **overrides,
-    }
-
-
-_RUNNING: set[RelayProcess] = set()
-
-
-def kill_leftover_relays() -> int:
-    """SIGKILL every relay process this suite started and did not stop (after an error or Ctrl-C)."""
-    leftovers = [r for r in _RUNNING if r.alive]
-    for relay in leftovers:
-        relay.kill()
-    _RUNNING.clear()
-    return len(leftovers)
-
-
-atexit.register(kill_leftover_relays)
-
-
-class RelayProcess:
-    """One real relay in its own process (``tests.chaos.relay_main``); SIGKILL and restart at will."""
-
-    def __init__(self, name: str, database_url: str, bootstrap: str, options: dict[str, Any]) -> None:
-        self.name, self.options = name, options
-        self.url, self.bootstrap = relay_url(database_url), bootstrap
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOG_DIR / f"{name}-{uuid.uuid4().hex[:6]}.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.kills = 0
-        self.unexpected_exits: list[int] = []
-        self._ready_mark = 0
-
-    _READY = '"relay.shards"'
-    """The log event that shows a started relay has reached its loop (it logs its first shard lease)."""
-
-    @property
-    def ready(self) -> bool:
-        """True once the current process reached its relay loop."""
-        return self.alive and self._log_text().count(self._READY) > self._ready_mark
-
-    def start(self, *, wait: bool = False, timeout: float = 60.0) -> None:
-        """Start (or restart) the relay process; with ``wait``, return once it owns its shards."""
-        self._check_exit()
-        marker = self._READY
-        seen = self._ready_mark = self._log_text().count(marker)
-        # This checkout's code (src first), so a suite run from an exported snapshot tests that snapshot.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.chaos.relay_main",
-                    self.url,
-                    self.bootstrap,
-                    json.dumps(self.options),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        self.starts += 1
-        _RUNNING.add(self)
-        deadline = time.monotonic() + timeout
-        while wait and self._log_text().count(marker) <= seen:
-            if time.monotonic() > deadline or not self.alive:
-                raise RuntimeError(f"relay {self.name} did not start; see {self.log_path}")
-            time.sleep(0.1)
-
-    def log_count(self, marker: str) -> int:
-        """How often ``marker`` appears in this relay's log (all its runs)."""
-        return self._log_text().count(marker)
-
-    def _log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def _check_exit(self) -> None:
-        if self._proc is not None and self._proc.poll() is not None:
-            self.unexpected_exits.append(self._proc.returncode)
-            self._proc = None
-
-    @property
-    def alive(self) -> bool:
-        """True while the process runs."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to finish a batch or mark anything."""
-        self._check_exit()
-        if self._proc is not None:
-            self._proc.send_signal(signal.SIGKILL)
-            self._proc.wait(30)
-            self._proc = None
-            self.kills += 1
-
-    def terminate(self, timeout: float = 60.0) -> int | None:
-        """SIGTERM and wait for the graceful stop; SIGKILL after ``timeout``. Returns the exit code."""
-        self._check_exit()
-        if self._proc is None:
-            return None
-        self._proc.send_signal(signal.SIGTERM)
-        try:
-            code = self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            code = self._proc.wait(30)
-        self._proc = None
-        return code
-
-    def log_tail(self, lines: int = 15) -> str:
-        """The last lines of the relay's log (for a failing scenario's report)."""
-        return "\n".join(self._log_text().splitlines()[-lines:])
+__all__ = [
+    "ProgressWatch",
+    "RelayProcess",
+    "ScenarioResult",
+    "WriteLog",
+    "Writers",
+    "hold_transaction",
+    "kcat_ids",
+    "kill_leftover_relays",
+    "make_event",
+    "relay_options",
+    "scenario_space",
+    "timed",
+    "verdict",
+    "wait_drained",
+]
 
 
 # ---------------------------------------------------------------------------------------- progress
