@@ -41,7 +41,7 @@ from payment_events.audit_report import (
     Tally,
     UnknownEvent,
 )
-from payment_events.errors import PaymentEventsError
+from payment_events.errors import AuditError
 
 __all__ = [
     "AuditError",
@@ -61,10 +61,6 @@ UNKNOWN_TYPE = "(unknown)"
 
 #: (topic, partition, key) -> first appearances as (offset, outbox id, event id).
 _Groups = dict[tuple[str, int, bytes | None], list[tuple[int, int, str]]]
-
-
-class AuditError(PaymentEventsError):
-    """The audit could not read what it needs (a topic's partitions, the ledger) within its time limit."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,10 @@ The tree, one subtree per concern::
     ├── ConfigurationError            a setting is missing or malformed; names the option
     ├── StoreError                    the outbox database failed (adapters translate driver errors)
     │   └── MigrationRequiredError    the outbox table is missing or older than this code
-    └── PublishError                  the broker did not take an event
-        ├── TransientPublishError     retry later: broker down, timeout, leader change
-        └── PermanentPublishError     retrying cannot help: too large, not authorized, bad topic
+    ├── PublishError                  the broker did not take an event
+    │   ├── TransientPublishError     retry later: broker down, timeout, leader change
+    │   └── PermanentPublishError     retrying cannot help: too large, not authorized, bad topic
+    └── AuditError                    the audit could not read the ledger or the topics in time
 
 Messages say what was wrong and what to do, and never contain card data, secrets or full payloads.
 Adapters translate driver exceptions (SQLAlchemy, confluent-kafka) into these types.
@@ -80,3 +81,7 @@ class InvalidEventError(ContractError):
     def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.problems = problems
+
+
+class AuditError(PaymentEventsError):
+    """The audit could not read what it needs (a topic's partitions, the ledger) within its time limit."""
