@@ -208,6 +208,11 @@ def _sustained_section(plan: dict[str, Any], factory: EventFactory, ctx: dict[st
             known[rate] = one(rate, instances, plan["search_seconds"], search=True, patch=patch)["sustained"]
         return max((r for r, ok in known.items() if ok), default=None)
 
+    if plan.get("rates"):
+        for rate in plan["rates"]:
+            for instances in (1, 2) if "scale" not in skip else (1,):
+                one(rate, instances, plan["sustained_seconds"])
+        return sustained
     known: dict[float, bool] = {}
     for rate in (1000.0, 5000.0):
         known[rate] = one(rate, 1, plan["sustained_seconds"])["sustained"]
@@ -239,10 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=0.0, help="seconds per sustained run")
     parser.add_argument("--search-duration", type=float, default=0.0, help="seconds per search step")
     parser.add_argument("--out", type=Path, default=report.RESULTS_DIR)
+    parser.add_argument(
+        "--rates", default="",
+        help="only sustained runs at these comma-separated rates (1 and 2 relays, --duration s each); "
+        "written as <date>-rates.json/.md",
+    )
     args = parser.parse_args(argv)
 
     started = time.monotonic()
     plan = _plan(args.quick, args)
+    if args.rates:
+        plan["rates"] = [float(r) for r in args.rates.split(",") if r.strip()]
+        args.skip += ["write", "drain"]
     if not args.no_services:
         env.services_up()
     from payment_events.relay.kafka import producer_config

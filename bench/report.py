@@ -269,6 +269,8 @@ def write(results: dict[str, Any], directory: Path = RESULTS_DIR) -> tuple[Path,
     """Write ``<date>.json`` and ``<date>.md`` (``<date>-quick`` for quick runs); return both paths."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = results["run"]["date"] + ("-quick" if results["run"]["mode"] == "quick" else "")
+    if results["run"]["plan"].get("rates"):
+        stem += "-rates"
     json_path = directory / f"{stem}.json"
     md_path = directory / f"{stem}.md"
     json_path.write_text(json.dumps(results, indent=1, sort_keys=False, default=str) + "\n")
