@@ -226,3 +226,36 @@ def test_timestamps_come_back_in_utc_whatever_the_session_time_zone(pg_url: str)
         assert record.created_at == moment
         assert record.created_at.tzinfo is UTC
         assert store.backlog(moment).oldest_pending_age_seconds == 0.0
+
+
+@pytest.mark.parametrize(
+    ("shards", "busy"), [(None, ()), (range(32), ()), (None, (1, 2, 3)), (range(32), (1, 2, 3))]
+)
+def test_claim_stays_index_ordered_after_statistics_of_an_empty_outbox(
+    pg_url: str, shards: range | None, busy: tuple[int, ...]
+) -> None:
+    """A fresh deployment: statistics say the outbox is empty and the relay's connection has cached the
+    claim's plan; then a 20,000-row backlog arrives. The next claim still walks the indexes (here: it
+    finishes within a 10 s statement timeout; the old generic plan scanned the table once per row)."""
+    migrate.upgrade(pg_url)
+    with SqlOutboxStore.from_url(
+        pg_url, connect_args={"options": "-c statement_timeout=10000"}, pool_size=1, max_overflow=0
+    ) as store:
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ALTER TABLE payment_events_outbox SET (autovacuum_enabled = false)"))
+            conn.execute(text("VACUUM ANALYZE payment_events_outbox"))
+        for _ in range(8):  # psycopg prepares a statement on its fifth execution on one connection
+            assert store.claim_excluding(shards, 2000, datetime.now(UTC), busy) == []
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO payment_events_outbox (event_id, event_type, schema_version, topic, key,"
+                    " payload, headers, shard, state, next_attempt_at, created_at)"
+                    " SELECT gen_random_uuid()::text, 'PaymentSucceeded', 1, 'payment.events',"
+                    " convert_to('k' || (g % 5000), 'UTF8'), '\\x7b7d', '[]', g % 64, 'pending', now(),"
+                    " now() FROM generate_series(1, 20000) g"
+                )
+            )
+        claimed = store.claim_excluding(shards, 2000, datetime.now(UTC), busy)
+        assert len(claimed) == 2000
+        assert [r.id for r in claimed] == sorted(r.id for r in claimed)
