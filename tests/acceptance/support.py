@@ -3,34 +3,20 @@ webhook receiver, and a throwaway Kafka broker the tests may stop and start (nev
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-LIB = ROOT / "infra" / "kafka" / "lib"
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.brokers import free_port, wait_for
 
 
 def cli_env(**settings: str) -> dict[str, str]:
@@ -68,14 +54,6 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return exc.code, body
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.25) -> None:
-    """Poll ``condition`` until it holds; fail the test naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class RelayProcess:
@@ -186,74 +164,3 @@ class WebhookReceiver:
         self._server.server_close()
 
 
-class ThrowawayBroker:
-    """A single-node KRaft broker of our own (same jars and settings as scripts/services, other ports and
-    a temporary data directory), so a test can stop and restart it without touching the shared one."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        controller = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-        (workdir / "logs").mkdir(parents=True, exist_ok=True)
-        base = (ROOT / "infra" / "kafka" / "server.properties").read_text()
-        skip = ("listeners=", "advertised.listeners=", "controller.quorum.bootstrap.servers=")
-        lines = [line for line in base.splitlines() if not line.startswith(skip)]
-        listeners = f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}"
-        lines += [
-            f"listeners={listeners}",
-            f"advertised.listeners={listeners}",
-            f"controller.quorum.bootstrap.servers=127.0.0.1:{controller}",
-            f"log.dirs={workdir / 'data'}",
-        ]
-        self.config = workdir / "server.properties"
-        self.config.write_text("\n".join(lines) + "\n")
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        subprocess.run(
-            [*self._java("kafka.tools.StorageTool"), "format", "--standalone", f"--cluster-id={cluster_id}",
-             "-c", str(self.config)],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-
-    def _java(self, main: str, *jvm: str) -> list[str]:
-        java = shutil.which("java")
-        assert java is not None, "java is needed for the throwaway broker"
-        return [
-            java, *jvm, f"-Dlog4j2.configurationFile={ROOT / 'infra' / 'kafka' / 'log4j2.yaml'}",
-            f"-Dkafka.logs.dir={self.workdir / 'logs'}", "-cp", f"{LIB}/*", main,
-        ]
-
-    def start(self) -> None:
-        """Start the broker and wait until it answers a metadata request."""
-        assert self.process is None
-        self.process = subprocess.Popen(
-            [*self._java("kafka.Kafka", "-Xms128m", "-Xmx384m", "-XX:+UseSerialGC"), str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._answers, 120, f"the throwaway broker on {self.bootstrap}", interval=0.5)
-
-    def _answers(self) -> bool:
-        assert self.process is not None
-        assert self.process.poll() is None, "the throwaway broker exited"
-        kcat = shutil.which("kcat")
-        assert kcat is not None
-        probe = subprocess.run(
-            [kcat, "-L", "-b", self.bootstrap, "-m", "2"], capture_output=True, check=False
-        )
-        return probe.returncode == 0 and b"1 brokers" in probe.stdout
-
-    def stop(self) -> None:
-        """SIGTERM (SIGKILL if it lingers) and wait for the exit."""
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(30)
-        self.process = None

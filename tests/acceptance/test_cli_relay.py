@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.support import RelayProcess, WebhookReceiver, cli_env, run_cli, wait_for
+from tests.acceptance.support import RelayProcess, WebhookReceiver, cli_env, run_cli
+from tests.brokers import wait_for
 from tests.conftest import KcatMessage
 from tests.integration.relay_support import migrated_engine, oversized_event, payment_event, write
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.support import RelayProcess, ThrowawayBroker, WebhookReceiver, cli_env, wait_for
+from tests.acceptance.support import RelayProcess, WebhookReceiver, cli_env
+from tests.brokers import ThrowawayBroker, wait_for
 from tests.integration.relay_support import migrated_engine, payment_event, write
 
 

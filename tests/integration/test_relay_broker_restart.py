@@ -7,14 +7,8 @@ ports, its own data directory under a temporary folder) and stops and restarts t
 
 from __future__ import annotations
 
-import base64
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +16,8 @@ import pytest
 from payment_events.kafka_admin import ensure_topics
 from payment_events.observer import NullObserver
 from payment_events.relay.runner import build_relay
-from tests.conftest import ROOT, kcat_read
+from tests.brokers import LIB, ThrowawayBroker
+from tests.conftest import kcat_read
 from tests.integration.relay_support import (
     RelayThread,
     check_order,
@@ -33,94 +28,6 @@ from tests.integration.relay_support import (
     wait_for,
     write,
 )
-
-LIB = ROOT / "infra" / "kafka" / "lib"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class ThrowawayBroker:
-    """A single-node KRaft broker in ``workdir`` that a test may stop and start at will."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = _free_port()
-        self.controller_port = _free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-        (workdir / "logs").mkdir(parents=True)
-        base = (ROOT / "infra" / "kafka" / "server.properties").read_text()
-        lines = [
-            line
-            for line in base.splitlines()
-            if not line.startswith(
-                ("listeners=", "advertised.listeners=", "controller.quorum.bootstrap.servers=")
-            )
-        ]
-        listeners = f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
-        lines += [
-            f"listeners={listeners}",
-            f"advertised.listeners={listeners}",
-            f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
-            f"log.dirs={workdir / 'data'}",
-        ]
-        self.config = workdir / "server.properties"
-        self.config.write_text("\n".join(lines) + "\n")
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        subprocess.run(
-            [
-                *self._java("kafka.tools.StorageTool"),
-                "format", "--standalone", f"--cluster-id={cluster_id}", "-c", str(self.config),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-
-    def _java(self, main: str, heap: Sequence[str] = ()) -> list[str]:
-        java = shutil.which("java")
-        assert java is not None, "java is needed for the throwaway broker"
-        return [
-            java, *heap, f"-Dlog4j2.configurationFile={ROOT / 'infra' / 'kafka' / 'log4j2.yaml'}",
-            f"-Dkafka.logs.dir={self.workdir / 'logs'}", "-cp", f"{LIB}/*", main,
-        ]
-
-    def start(self) -> None:
-        """Start the broker and wait until it answers a metadata request."""
-        assert self.process is None
-        self.process = subprocess.Popen(
-            [*self._java("kafka.Kafka", ("-Xms128m", "-Xmx384m", "-XX:+UseSerialGC")), str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._answers, 90, f"the throwaway broker on {self.bootstrap}")
-
-    def _answers(self) -> bool:
-        assert self.process is not None
-        assert self.process.poll() is None, "the throwaway broker exited"
-        kcat = shutil.which("kcat")
-        assert kcat is not None
-        probe = subprocess.run(
-            [kcat, "-L", "-b", self.bootstrap, "-m", "2"], capture_output=True, check=False
-        )
-        return probe.returncode == 0 and b"1 brokers" in probe.stdout
-
-    def stop(self) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL if it lingers) and wait for it to exit."""
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(30)
-        self.process = None
 
 
 @pytest.fixture
