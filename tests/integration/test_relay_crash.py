@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from tests.conftest import KcatMessage
@@ -21,15 +19,6 @@ from tests.integration.relay_support import (
 )
 
 Consume = Callable[..., list[KcatMessage]]
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The outbox database: a fresh PostgreSQL database, or an SQLite file."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'outbox.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 def test_sigkill_mid_batch_then_restart_loses_nothing(

@@ -3,10 +3,8 @@ reason and copied to the DLQ, never produced to the topic, never holding up thei
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
 import sqlalchemy as sa
 
 from payment_events.codec import encode
@@ -17,7 +15,6 @@ from tests.conftest import KcatMessage
 from tests.integration.relay_support import (
     check_order,
     make_relay,
-    migrated_engine,
     payment_event,
     rows,
     state_counts,
@@ -25,23 +22,6 @@ from tests.integration.relay_support import (
 )
 
 Consume = Callable[..., list[KcatMessage]]
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The outbox database: a fresh PostgreSQL database, or an SQLite file."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'outbox.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    """A writer's engine on the migrated outbox."""
-    engine = migrated_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def insert_by_hand(engine: sa.Engine, topic: str, key: str, seq: int, **broken: object) -> str:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
 import sqlalchemy as sa
 
 from payment_events.codec import encode
@@ -28,23 +26,6 @@ from tests.integration.relay_support import (
 )
 
 Consume = Callable[..., list[KcatMessage]]
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The outbox database: a fresh PostgreSQL database, or an SQLite file."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'outbox.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    """A writer's engine on the migrated outbox."""
-    engine = migrated_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def test_only_committed_events_are_published_and_the_ledger_matches_the_topic(
