@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         args.skip += ["write", "drain"]
     if not args.no_services:
         env.services_up()
-    from payment_events.relay.kafka import producer_config
+    from payment_events.kafka.producer import producer_config
     from payment_events.relay.settings import RelayConfig
 
     effective = RelayConfig(**relay_settings())

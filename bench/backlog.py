@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from payment_events.codec import EncodedEvent
+from payment_events.events.codec import EncodedEvent
 
 LOAD_CHUNK = 5_000
 _PENDING = sa.text("SELECT count(*) FROM payment_events_outbox WHERE state = 'pending'")

@@ -1,7 +1,7 @@
 """Baseline (a): the raw producer ceiling -- the same messages produced from memory, no database at all.
 
 The same bytes, keys and headers the outbox holds, the same producer settings the relay uses
-(``payment_events.relay.kafka.producer_config``: idempotent, ``acks=all``, lz4, linger), produced in the
+(``payment_events.kafka.producer.producer_config``: idempotent, ``acks=all``, lz4, linger), produced in the
 tightest loop the Python client allows (one shared delivery callback, ``poll(0)`` only when the local
 queue is full) and flushed. Time runs from the first ``produce`` to the last delivery report.
 """
@@ -12,14 +12,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from payment_events.codec import EncodedEvent
+from payment_events.events.codec import EncodedEvent
 
 
 def raw_producer_ceiling(bootstrap: str, topic: str, events: Sequence[EncodedEvent]) -> dict[str, Any]:
     """Produce ``events`` to ``topic`` directly with confluent_kafka and return events/s and counts."""
     from confluent_kafka import Producer
 
-    from payment_events.relay.kafka import producer_config
+    from payment_events.kafka.producer import producer_config
 
     config = producer_config(bootstrap)
     producer = Producer(config)
@@ -65,7 +65,7 @@ def ack_latency_baseline(
     from confluent_kafka import Producer
 
     from bench.stats import summary_ms
-    from payment_events.relay.kafka import producer_config
+    from payment_events.kafka.producer import producer_config
 
     producer = Producer(producer_config(bootstrap))
     producer.list_topics(topic, timeout=10)

@@ -1,6 +1,6 @@
 """An experiment, not the product: the claim the benchmark recommends, to measure its gain in the same run.
 
-``payment_events.outbox.sql.SqlOutboxStore.claim`` answers "pending rows, in id order, skipping keys whose
+``payment_events.outbox.store.SqlOutboxStore.claim`` answers "pending rows, in id order, skipping keys whose
 earlier row waits for a retry" with one statement whose NOT EXISTS runs as a correlated subplan. Which
 index that subplan uses, and whether the outer scan is index-ordered, is left to the planner, and psycopg
 prepares the statement after five executions: a generic plan made while the outbox was empty or healthy
@@ -18,7 +18,8 @@ pending; with statistics from an empty table it is a sequential scan per candida
    = ANY(...)] ORDER BY id LIMIT n`` (the pending index, in order);
 4. in Python, drop a candidate whose key has a row in backoff with a smaller id (same rule as the SQL).
 
-It is installed only inside ``bench.relay_proc --patch two-step-claim`` processes.
+It is used only inside ``bench.relay_proc --patch two-step-claim`` processes, through the composition
+root's store seam (``store_factory``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from datetime import datetime
 from typing import Any
 
 from payment_events.outbox.ports import OutboxRecord
-from payment_events.outbox.sql import SqlOutboxStore, _records
+from payment_events.outbox.postgres import fetch_binary
+from payment_events.outbox.rows import records
+from payment_events.outbox.store import SqlOutboxStore
+from payment_events.relay.settings import RelayConfig
 
 _PIN = (
     "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_seqscan = off;"
@@ -53,7 +57,7 @@ class TwoStepClaimStore(SqlOutboxStore):
         self, shards: Collection[int] | None, limit: int, now: datetime, busy: Collection[int]
     ) -> list[OutboxRecord]:
         """Pending, due rows in id order, not in ``busy``, skipping keys whose earlier row is in backoff."""
-        if self._dialect != "postgresql" or limit <= 0:
+        if self.engine.dialect.name != "postgresql" or limit <= 0:
             return super().claim_excluding(shards, limit, now, busy)
         owned: list[int] | None = None
         if shards is not None:
@@ -73,24 +77,14 @@ class TwoStepClaimStore(SqlOutboxStore):
         with self._begin("claim") as conn:
             conn.exec_driver_sql(_PIN)
             blocked = {bytes(k): i for k, i in conn.exec_driver_sql(_BLOCKED, {"now": now}).all()}
-            rows = _fetch(conn, _CANDIDATES.format(shards=extra, limit=int(limit)), params)
+            rows = fetch_binary(conn, _CANDIDATES.format(shards=extra, limit=int(limit)), params)
         if blocked:
             rows = [r for r in rows if not (bytes(r[5]) in blocked and blocked[bytes(r[5])] < r[0])]
-        return _records(rows)
+        return records(rows)
 
 
-def _fetch(conn: Any, sql: str, params: dict[str, Any]) -> list[Any]:
-    """The store's own binary fetch when it has one (same transfer cost as the shipped claim)."""
-    from payment_events.outbox import sql as store_sql
-
-    fetch = getattr(store_sql, "_pg_fetch_binary", None)
-    if fetch is not None:
-        return list(fetch(conn, sql, params))
-    return list(conn.exec_driver_sql(sql, params).all())
-
-
-def install() -> None:
-    """Make ``build_relay`` (which looks the class up at call time) build this store."""
-    from payment_events.outbox import sql
-
-    sql.SqlOutboxStore = TwoStepClaimStore  # type: ignore[misc]
+def two_step_store(database_url: str, config: RelayConfig) -> TwoStepClaimStore:
+    """The relay's store for ``--patch two-step-claim`` (a ``StoreFactory`` for ``build_relay``)."""
+    store = TwoStepClaimStore.from_url(database_url, shard_count=config.shard_count)
+    assert isinstance(store, TwoStepClaimStore)
+    return store

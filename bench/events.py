@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from payment_events.codec import EncodedEvent, encode
 from payment_events.events import PaymentFailed
-from payment_events.ids import uuid7
+from payment_events.events.codec import EncodedEvent, encode
+from payment_events.events.ids import uuid7
 
 FAILURE_REASON = (
     "The issuing bank declined the authorisation after the 3-D Secure challenge completed; the gateway "
@@ -87,7 +87,7 @@ class EventFactory:
         return base.model_copy(update={"event_id": uuid7(), "event_timestamp": datetime.now(UTC)})
 
     def encoded(self) -> EncodedEvent:
-        """The next event, encoded by ``payment_events.codec.encode``."""
+        """The next event, encoded by ``payment_events.events.codec.encode``."""
         return encode(self.model())
 
     def batch(self, count: int) -> list[EncodedEvent]:

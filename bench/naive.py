@@ -28,8 +28,8 @@ def naive_relay(database_url: str, bootstrap: str, sample: int) -> dict[str, Any
     import psycopg
     from confluent_kafka import Producer
 
+    from payment_events.kafka.producer import producer_config
     from payment_events.outbox.headers import load_headers
-    from payment_events.relay.kafka import producer_config
 
     producer = Producer(producer_config(bootstrap))
     published = 0

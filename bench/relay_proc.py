@@ -1,6 +1,6 @@
 """One relay instance as its own process (``python -m bench.relay_proc``), as production runs it.
 
-It runs the real relay (``payment_events.relay.runner.run_relay``: SQL store, advisory-lock shard
+It runs the real relay (``payment_events.service.run_relay``: SQL store, advisory-lock shard
 leases, LISTEN wake-ups, the idempotent ``acks=all`` producer) with the given ``RelayConfig`` values,
 until SIGTERM. A small observer records what the relay reports (batch sizes and its own
 commit-to-mark latencies, computed from the row's ``created_at``). On exit it writes a JSON summary
@@ -76,8 +76,8 @@ def _peak_rss_mb() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one relay until SIGTERM; write the summary."""
-    from payment_events.relay.runner import run_relay
     from payment_events.relay.settings import RelayConfig
+    from payment_events.service import run_relay
 
     parser = argparse.ArgumentParser(prog="python -m bench.relay_proc")
     parser.add_argument("--url", required=True)
@@ -89,10 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         "--patch", choices=["two-step-claim"], default=None, help="an experiment: see bench.claim_fix"
     )
     args = parser.parse_args(argv)
+    store_factory = None
     if args.patch == "two-step-claim":
-        from bench.claim_fix import install
+        from bench.claim_fix import two_step_store
 
-        install()
+        store_factory = two_step_store
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     overrides: dict[str, Any] = json.loads(args.config)
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if profiler is not None:
         profiler.start()
     try:
-        run_relay(args.url, args.bootstrap, config, observer=observer)
+        run_relay(args.url, args.bootstrap, config, observer=observer, store_factory=store_factory)
     finally:
         if profiler is not None:
             profiler.stop()

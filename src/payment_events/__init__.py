@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from payment_events.codec import EncodedEvent, decode, encode
 from payment_events.errors import (
     ContractError,
     InvalidEventError,
@@ -34,15 +33,20 @@ from payment_events.events import (
     RefundFailed,
     RefundProcessed,
 )
-from payment_events.ids import uuid7
-from payment_events.money import CURRENCY_EXPONENTS, currency_exponent, from_minor_units, to_minor_units
-from payment_events.publisher import PaymentEventPublisher, PublishMethodsMixin
-from payment_events.registry import DEFAULT_REGISTRY, EventRegistry
+from payment_events.events.codec import EncodedEvent, decode, encode
+from payment_events.events.ids import uuid7
+from payment_events.events.money import (
+    CURRENCY_EXPONENTS,
+    currency_exponent,
+    from_minor_units,
+    to_minor_units,
+)
+from payment_events.events.publisher import PaymentEventPublisher, PublishMethodsMixin
+from payment_events.events.registry import DEFAULT_REGISTRY, EventRegistry
 
 if TYPE_CHECKING:
-    from payment_events.audit_report import AuditReport
+    from payment_events.audit.report import AuditReport
     from payment_events.config import Settings, load_settings
-    from payment_events.direct import DeliveryReceipt, DirectPublisher
     from payment_events.errors import (
         ConfigurationError,
         MigrationRequiredError,
@@ -51,22 +55,23 @@ if TYPE_CHECKING:
         StoreError,
         TransientPublishError,
     )
-    from payment_events.kafka_admin import ensure_topics
+    from payment_events.kafka.admin import ensure_topics
+    from payment_events.kafka.direct import DeliveryReceipt, DirectPublisher
+    from payment_events.kafka.topics import TopicRouter
     from payment_events.outbox.leases import AllShards, PostgresShardLeases
     from payment_events.outbox.migrate import upgrade as upgrade_outbox
     from payment_events.outbox.publisher import OutboxPublisher
-    from payment_events.outbox.sql import SqlOutboxStore
+    from payment_events.outbox.store import SqlOutboxStore
     from payment_events.relay.loop import Relay
-    from payment_events.relay.runner import build_relay, run_relay
     from payment_events.relay.settings import RelayConfig
-    from payment_events.topics import TopicRouter
+    from payment_events.service import build_relay, run_relay
 
 _LAZY: dict[str, tuple[str, str]] = {
     "AllShards": ("payment_events.outbox.leases", "AllShards"),
-    "AuditReport": ("payment_events.audit_report", "AuditReport"),
+    "AuditReport": ("payment_events.audit.report", "AuditReport"),
     "ConfigurationError": ("payment_events.errors", "ConfigurationError"),
-    "DeliveryReceipt": ("payment_events.direct", "DeliveryReceipt"),
-    "DirectPublisher": ("payment_events.direct", "DirectPublisher"),
+    "DeliveryReceipt": ("payment_events.kafka.direct", "DeliveryReceipt"),
+    "DirectPublisher": ("payment_events.kafka.direct", "DirectPublisher"),
     "MigrationRequiredError": ("payment_events.errors", "MigrationRequiredError"),
     "OutboxPublisher": ("payment_events.outbox.publisher", "OutboxPublisher"),
     "PermanentPublishError": ("payment_events.errors", "PermanentPublishError"),
@@ -75,14 +80,14 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Relay": ("payment_events.relay.loop", "Relay"),
     "RelayConfig": ("payment_events.relay.settings", "RelayConfig"),
     "Settings": ("payment_events.config", "Settings"),
-    "SqlOutboxStore": ("payment_events.outbox.sql", "SqlOutboxStore"),
+    "SqlOutboxStore": ("payment_events.outbox.store", "SqlOutboxStore"),
     "StoreError": ("payment_events.errors", "StoreError"),
-    "TopicRouter": ("payment_events.topics", "TopicRouter"),
+    "TopicRouter": ("payment_events.kafka.topics", "TopicRouter"),
     "TransientPublishError": ("payment_events.errors", "TransientPublishError"),
-    "build_relay": ("payment_events.relay.runner", "build_relay"),
-    "ensure_topics": ("payment_events.kafka_admin", "ensure_topics"),
+    "build_relay": ("payment_events.service", "build_relay"),
+    "ensure_topics": ("payment_events.kafka.admin", "ensure_topics"),
     "load_settings": ("payment_events.config", "load_settings"),
-    "run_relay": ("payment_events.relay.runner", "run_relay"),
+    "run_relay": ("payment_events.service", "run_relay"),
     "upgrade_outbox": ("payment_events.outbox.migrate", "upgrade"),
 }
 

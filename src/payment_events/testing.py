@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from payment_events.outbox.admin import DeadLetter, OutboxRow
+from payment_events.events.publisher import PublishMethodsMixin
 from payment_events.outbox.headers import parse_headers
 from payment_events.outbox.ports import (
     DEAD,
@@ -31,30 +31,26 @@ from payment_events.outbox.ports import (
     PUBLISHED,
     BacklogStats,
     Dead,
+    DeadLetter,
     OutboxRecord,
+    OutboxRow,
     Published,
     Retry,
     row_defect,
+    truncate_error,
+    utc_now,
 )
-from payment_events.outbox.table import LAST_ERROR_MAX_CHARS
-from payment_events.publisher import PublishMethodsMixin
-from payment_events.sharding import DEFAULT_SHARD_COUNT, shard_for, validate_shard_count
+from payment_events.outbox.sharding import DEFAULT_SHARD_COUNT, shard_for, validate_shard_count
 
 if TYPE_CHECKING:
-    from payment_events.codec import EncodedEvent
     from payment_events.events import PaymentEvent
+    from payment_events.events.codec import EncodedEvent
 
 __all__ = ["InMemoryOutboxStore", "InMemoryPublisher", "InMemoryTransaction"]
 
 DEFAULT_TOPIC = "payment.events"
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _truncate(error: str) -> str:
-    return error if len(error) <= LAST_ERROR_MAX_CHARS else error[: LAST_ERROR_MAX_CHARS - 3] + "..."
 
 
 class InMemoryTransaction:
@@ -147,7 +143,7 @@ class InMemoryOutboxStore:
     """The outbox store port in memory, thread-safe; see the module docstring."""
 
     def __init__(
-        self, shard_count: int = DEFAULT_SHARD_COUNT, clock: Callable[[], datetime] = _utc_now
+        self, shard_count: int = DEFAULT_SHARD_COUNT, clock: Callable[[], datetime] = utc_now
     ) -> None:
         self.shard_count = validate_shard_count(shard_count)
         self.clock = clock
@@ -247,13 +243,13 @@ class InMemoryOutboxStore:
                         row,
                         attempts=row.attempts + 1,
                         next_attempt_at=r.next_attempt_at,
-                        last_error=_truncate(r.error),
+                        last_error=truncate_error(r.error),
                     )
             for d in dead:
                 row = self._rows.get(d.id)
                 if row is not None and row.state == PENDING:
                     self._rows[d.id] = replace(
-                        row, state=DEAD, attempts=row.attempts + 1, last_error=_truncate(d.reason)
+                        row, state=DEAD, attempts=row.attempts + 1, last_error=truncate_error(d.reason)
                     )
 
     def backlog(self, now: datetime) -> BacklogStats:
@@ -373,7 +369,7 @@ class InMemoryPublisher(PublishMethodsMixin):
         """Record (and store, in one simulated transaction) several events in order."""
         batch = list(events)
         if self.store is not None:
-            from payment_events.codec import encode
+            from payment_events.events.codec import encode
 
             with self.store.transaction() as tx:
                 for event in batch:

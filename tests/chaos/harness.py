@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from confluent_kafka import Consumer, TopicPartition
 
 from payment_events.audit import audit
-from payment_events.audit_report import AuditReport
+from payment_events.audit.report import AuditReport
 from payment_events.outbox.table import outbox_table
 from tests.chaos.infra import create_topics, delete_topics, fresh_database
 from tests.chaos.relays import RelayProcess, kill_leftover_relays, relay_options

@@ -1,5 +1,5 @@
 """Entry point of one relay process in the chaos suite: ``python -m tests.chaos.relay_main URL BOOTSTRAP
-CONFIG_JSON``. It runs the real relay (:func:`payment_events.relay.runner.run_relay`) with the given
+CONFIG_JSON``. It runs the real relay (:func:`payment_events.service.run_relay`) with the given
 :class:`~payment_events.relay.settings.RelayConfig` options until SIGTERM; the suite SIGKILLs it at will."""
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ class _ExtrasFormatter(logging.Formatter):
 
 def main(argv: list[str]) -> int:
     """Run a relay until stopped; 0 after a graceful stop."""
-    from payment_events.relay.runner import run_relay
     from payment_events.relay.settings import RelayConfig
+    from payment_events.service import run_relay
 
     database_url, bootstrap, options = argv[0], argv[1], json.loads(argv[2])
     handler = logging.StreamHandler(sys.stderr)

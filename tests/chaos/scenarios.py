@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from payment_events.codec import encode
 from payment_events.events import PaymentSucceeded
+from payment_events.events.codec import encode
 from payment_events.outbox.publisher import OutboxPublisher
+from payment_events.outbox.sharding import shard_for
 from payment_events.outbox.table import outbox_table
-from payment_events.sharding import shard_for
 from tests.chaos.harness import (
     ProgressWatch,
     RelayProcess,

@@ -17,15 +17,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from payment_events.codec import EncodedEvent, encode
 from payment_events.events import PaymentSucceeded
+from payment_events.events.codec import EncodedEvent, encode
+from payment_events.kafka.topics import TopicRouter
 from payment_events.outbox.migrate import upgrade
 from payment_events.outbox.publisher import OutboxPublisher
-from payment_events.outbox.sql import configure_sqlite
+from payment_events.outbox.sqlite import configure_sqlite
 from payment_events.outbox.table import outbox_table
 from payment_events.relay import Relay, RelayConfig
-from payment_events.relay.runner import build_relay
-from payment_events.topics import TopicRouter
+from payment_events.service import build_relay
 
 ROOT = Path(__file__).resolve().parents[2]
 

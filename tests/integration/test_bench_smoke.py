@@ -13,7 +13,7 @@ from bench.naive import naive_relay
 from bench.sustained import run_sustained
 from bench.writepath import run_write_path
 
-from payment_events.codec import decode
+from payment_events.events.codec import decode
 from payment_events.outbox.migrate import upgrade
 
 RELAY = {"dlq_topic": None}
@@ -88,7 +88,7 @@ def test_two_step_claim_experiment_claims_what_the_shipped_claim_claims(pg_url: 
     from bench.claim_fix import TwoStepClaimStore
 
     from payment_events.outbox.publisher import OutboxPublisher
-    from payment_events.outbox.sql import SqlOutboxStore
+    from payment_events.outbox.store import SqlOutboxStore
 
     engine = sa.create_engine(pg_url)
     try:

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import pytest
 
-from payment_events.codec import decode, encode
-from payment_events.direct import DeliveryReceipt, DirectPublisher
 from payment_events.errors import PermanentPublishError, PublishError
 from payment_events.events import PaymentSucceeded
-from payment_events.topics import TopicRouter
+from payment_events.events.codec import decode, encode
+from payment_events.kafka.direct import DeliveryReceipt, DirectPublisher
+from payment_events.kafka.topics import TopicRouter
 from tests.conftest import KcatMessage
 from tests.integration.relay_support import oversized_event, payment_event
 

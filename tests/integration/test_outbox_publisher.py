@@ -11,16 +11,16 @@ import pytest
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session
 
-from payment_events.codec import decode, encode
 from payment_events.errors import MigrationRequiredError, StoreError
 from payment_events.events import PaymentEvent, PaymentFailed, PaymentSucceeded, RefundProcessed
+from payment_events.events.codec import decode, encode
+from payment_events.kafka.topics import TopicRouter
 from payment_events.outbox import migrate
 from payment_events.outbox.publisher import NOTIFY_CHANNEL, OutboxPublisher
-from payment_events.outbox.sql import SqlOutboxStore
+from payment_events.outbox.sharding import shard_for
+from payment_events.outbox.store import SqlOutboxStore
 from payment_events.outbox.table import outbox_table
 from payment_events.relay.wakeup import libpq_dsn
-from payment_events.sharding import shard_for
-from payment_events.topics import TopicRouter
 
 
 def succeeded(payment_id: str = "pay_1") -> PaymentSucceeded:

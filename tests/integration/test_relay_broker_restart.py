@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from payment_events.kafka_admin import ensure_topics
-from payment_events.observer import NullObserver
-from payment_events.relay.runner import build_relay
+from payment_events.kafka.admin import ensure_topics
+from payment_events.ops.observer import NullObserver
+from payment_events.service import build_relay
 from tests.brokers import LIB, ThrowawayBroker
 from tests.conftest import kcat_read
 from tests.integration.relay_support import (

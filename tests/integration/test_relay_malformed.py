@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from payment_events.codec import encode
+from payment_events.events.codec import encode
 from payment_events.outbox.headers import dump_headers
+from payment_events.outbox.sharding import shard_for
 from payment_events.outbox.table import outbox_table
-from payment_events.sharding import shard_for
 from tests.conftest import KcatMessage
 from tests.integration.relay_support import (
     check_order,

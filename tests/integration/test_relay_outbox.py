@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from payment_events.codec import encode
+from payment_events.events.codec import encode
+from payment_events.kafka.topics import TopicRouter
 from payment_events.outbox.publisher import OutboxPublisher
-from payment_events.topics import TopicRouter
 from tests.conftest import KcatMessage
 from tests.integration.relay_support import (
     RelayThread,

@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from payment_events.errors import ConfigurationError, TransientPublishError
-from payment_events.kafka_admin import ensure_topics
+from payment_events.kafka.admin import ensure_topics
 
 
 @pytest.fixture

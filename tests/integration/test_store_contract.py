@@ -18,14 +18,22 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Connection, Engine, Transaction
 
-from payment_events.codec import EncodedEvent
+from payment_events.events.codec import EncodedEvent
 from payment_events.outbox import migrate
-from payment_events.outbox.admin import OutboxRow
-from payment_events.outbox.ports import BacklogStats, Dead, OutboxRecord, Published, Retry
+from payment_events.outbox.ports import (
+    LAST_ERROR_MAX_CHARS,
+    BacklogStats,
+    Dead,
+    OutboxRecord,
+    OutboxRow,
+    Published,
+    Retry,
+)
 from payment_events.outbox.publisher import OutboxPublisher
-from payment_events.outbox.sql import SqlOutboxStore, configure_sqlite
-from payment_events.outbox.table import LAST_ERROR_MAX_CHARS, outbox_table
-from payment_events.sharding import shard_for
+from payment_events.outbox.sharding import shard_for
+from payment_events.outbox.sqlite import configure_sqlite
+from payment_events.outbox.store import SqlOutboxStore
+from payment_events.outbox.table import outbox_table
 from payment_events.testing import InMemoryOutboxStore, InMemoryTransaction
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -16,9 +16,10 @@ from sqlalchemy import create_engine, select
 from payment_events.outbox import migrate
 from payment_events.outbox.headers import HEADERS_NOT_JSON, dump_headers
 from payment_events.outbox.ports import Dead, OutboxRecord
-from payment_events.outbox.sql import SqlOutboxStore, configure_sqlite
+from payment_events.outbox.sharding import shard_for
+from payment_events.outbox.sqlite import configure_sqlite
+from payment_events.outbox.store import SqlOutboxStore
 from payment_events.outbox.table import outbox_table
-from payment_events.sharding import shard_for
 from payment_events.testing import InMemoryOutboxStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, event, text
 
-from payment_events.codec import EncodedEvent
 from payment_events.errors import StoreError
+from payment_events.events.codec import EncodedEvent
 from payment_events.outbox import migrate
 from payment_events.outbox.ports import Published
+from payment_events.outbox.postgres import pg_claim_sql
 from payment_events.outbox.publisher import OutboxPublisher
-from payment_events.outbox.sql import SqlOutboxStore, pg_claim_sql
+from payment_events.outbox.store import SqlOutboxStore
 
 
 def encoded(key: bytes) -> EncodedEvent:

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from payment_events.alerts import (
+from payment_events.ops.alerts import (
     BROKER_UNREACHABLE,
     EVENT_DEAD_LETTERED,
     OUTBOX_STUCK,
@@ -91,7 +91,7 @@ def test_broker_unreachable_past_threshold() -> None:
 def test_alerts_are_logged_with_stable_keys(caplog: pytest.LogCaptureFixture) -> None:
     """A firing alert is an ERROR record with alert= and severity= fields."""
     obs = AlertingObserver(cooldown=100)
-    with caplog.at_level("ERROR", logger="payment_events.alerts"):
+    with caplog.at_level("ERROR", logger="payment_events.ops.alerts"):
         obs.dead_lettered("PaymentFailed", "payment.events", "TOPIC_AUTHORIZATION_FAILED", 2)
     (record,) = [r for r in caplog.records if r.getMessage() == "alert.firing"]
     assert record.levelname == "ERROR"

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from payment_events.audit import LedgerRow, Reconciler, TopicMessage, message_identity
-from payment_events.audit_report import EXIT_CLEAN, EXIT_FAILED, AuditReport, PartitionRange
+from payment_events.audit.report import EXIT_CLEAN, EXIT_FAILED, AuditReport, PartitionRange
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TOPIC = "payment.events"

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from payment_events.codec import EncodedEvent, decode, encode
 from payment_events.errors import SerializationError, UnknownEventTypeError
 from payment_events.events import (
     CURRENT_EVENT_CLASSES,
@@ -18,8 +17,9 @@ from payment_events.events import (
     PaymentMethodAdded,
     PaymentSucceeded,
 )
+from payment_events.events.codec import EncodedEvent, decode, encode
 from payment_events.events.examples import example_event
-from payment_events.registry import DEFAULT_REGISTRY, EventRegistry
+from payment_events.events.registry import DEFAULT_REGISTRY, EventRegistry
 
 CARD = "4111111111111111"
 
@@ -303,7 +303,7 @@ def test_occurred_at_is_utc() -> None:
 
 def test_payment_failed_upcaster_leaves_its_input_alone() -> None:
     """The v1 -> v2 upcaster returns a new object with schemaVersion 2 and retryable null."""
-    from payment_events.upcasting import payment_failed_v1_to_v2
+    from payment_events.events.upcasters import payment_failed_v1_to_v2
 
     old = wire(PaymentFailedV1)
     before = dict(old)

@@ -11,7 +11,6 @@ from uuid import UUID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payment_events.codec import decode, encode
 from payment_events.errors import PaymentEventsError
 from payment_events.events import (
     ActionRequiredDetails,
@@ -26,8 +25,9 @@ from payment_events.events import (
     RefundFailed,
     RefundProcessed,
 )
-from payment_events.money import CURRENCY_EXPONENTS, MAX_MINOR_UNITS
-from payment_events.privacy import contains_card_number, contains_cvv, contains_secret
+from payment_events.events.codec import decode, encode
+from payment_events.events.money import CURRENCY_EXPONENTS, MAX_MINOR_UNITS
+from payment_events.events.privacy import contains_card_number, contains_cvv, contains_secret
 
 
 def _clean(text: str) -> bool:

@@ -43,8 +43,8 @@ def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
     assert settings.relay_batch_size == 20
     assert settings.relay_max_attempts == 3
     assert settings.topic_routing == {"RefundProcessed": "refunds"}
-    assert settings.topic_for("RefundProcessed") == "refunds"
-    assert settings.topic_for("PaymentSucceeded") == "from.flag"
+    assert settings.topic_router().topic_for("RefundProcessed") == "refunds"
+    assert settings.topic_router().topic_for("PaymentSucceeded") == "from.flag"
 
 
 def test_config_file_from_environment_variable(tmp_path: Path) -> None:
@@ -181,12 +181,6 @@ def test_helpers() -> None:
     assert unknown_environment({"PAYMENT_EVENTS_TOPICC": "x", "PAYMENT_EVENTS_TOPIC": "y"}) == [
         "PAYMENT_EVENTS_TOPICC"
     ]
-
-
-def test_all_topics_lists_aggregate_routed_and_dlq() -> None:
-    """all_topics() is what `topics ensure` creates."""
-    settings = load_settings(environ={"PAYMENT_EVENTS_TOPIC_ROUTING": "RefundProcessed=refunds"})
-    assert settings.all_topics() == ["payment.events", "payment.events.dlq", "refunds"]
 
 
 def test_operations_doc_lists_every_option_and_its_toml_example_loads(tmp_path: Path) -> None:

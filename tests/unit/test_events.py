@@ -25,7 +25,7 @@ from payment_events.events import (
     RefundProcessed,
 )
 from payment_events.events.examples import example_event, example_fields
-from payment_events.ids import is_uuid7
+from payment_events.events.ids import is_uuid7
 
 ALL_MODELS: list[type[BaseEvent]] = [*CURRENT_EVENT_CLASSES, PaymentFailedV1]
 CARD = "4111111111111111"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from payment_events.ids import is_uuid7, uuid7, uuid7_time
+from payment_events.events.ids import is_uuid7, uuid7, uuid7_time
 
 
 def test_uuid7_has_version_and_variant() -> None:

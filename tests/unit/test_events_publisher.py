@@ -9,7 +9,7 @@ import pytest
 
 from payment_events.events import CURRENT_EVENT_CLASSES, BaseEvent, PaymentEvent
 from payment_events.events.examples import example_event
-from payment_events.publisher import PaymentEventPublisher, PublishMethodsMixin
+from payment_events.events.publisher import PaymentEventPublisher, PublishMethodsMixin
 
 
 class RecordingPublisher(PublishMethodsMixin):

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from payment_events.health import HealthServer, HealthState, ProbeSink, ReachabilityProbe
-from payment_events.metrics import FanOutObserver, PrometheusObserver
+from payment_events.ops.health import HealthServer, HealthState, ProbeSink, ReachabilityProbe
+from payment_events.ops.metrics import FanOutObserver, PrometheusObserver
 
 
 class _Clock:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from payment_events.logs import configure_logging, get_logger, luhn_valid, redact_text
+from payment_events.ops.logs import configure_logging, get_logger, luhn_valid, redact_text
 
 
 @pytest.fixture

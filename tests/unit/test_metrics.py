@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from payment_events.metrics import MAX_REASONS, METRIC_NAMES, FanOutObserver, PrometheusObserver
-from payment_events.observer import NullObserver, RelayObserver
+from payment_events.ops.metrics import MAX_REASONS, METRIC_NAMES, FanOutObserver, PrometheusObserver
+from payment_events.ops.observer import NullObserver, RelayObserver
 
 
 def _value(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from payment_events.metrics import METRIC_NAMES
+from payment_events.ops.metrics import METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 _SUFFIXES = ("_bucket", "_count", "_sum", "_total")

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from payment_events.errors import ContractError
-from payment_events.money import (
+from payment_events.events.money import (
     CURRENCY_EXPONENTS,
     MAX_MINOR_UNITS,
     currency_exponent,

@@ -10,9 +10,11 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from payment_events.events import PaymentSucceeded
-from payment_events.outbox import admin, migrate
+from payment_events.outbox import dead_letters as admin
+from payment_events.outbox import migrate
 from payment_events.outbox.publisher import OutboxPublisher
-from payment_events.outbox.sql import SqlOutboxStore, configure_sqlite
+from payment_events.outbox.sqlite import configure_sqlite
+from payment_events.outbox.store import SqlOutboxStore
 from payment_events.relay.decisions import resolve_batch
 from payment_events.relay.settings import RelayConfig
 

@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine
 
-from payment_events.codec import EncodedEvent
+from payment_events.events.codec import EncodedEvent
 from payment_events.outbox import migrate
 from payment_events.outbox.ports import Dead, Published, Retry
 from payment_events.outbox.publisher import OutboxPublisher
-from payment_events.outbox.sql import SqlOutboxStore
+from payment_events.outbox.store import SqlOutboxStore
 from payment_events.testing import InMemoryOutboxStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

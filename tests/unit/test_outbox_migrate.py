@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from payment_events.errors import MigrationRequiredError, StoreError
 from payment_events.outbox import migrate
-from payment_events.outbox.sql import SqlOutboxStore
+from payment_events.outbox.store import SqlOutboxStore
 
 
 def test_upgrade_creates_the_table_indexes_and_version(tmp_path: Path) -> None:

@@ -11,15 +11,16 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.orm import Session
 
-from payment_events.codec import decode, encode
 from payment_events.errors import MigrationRequiredError, StoreError
 from payment_events.events import PaymentEvent, PaymentSucceeded, RefundFailed
+from payment_events.events.codec import decode, encode
+from payment_events.kafka.topics import TopicRouter
 from payment_events.outbox import migrate
 from payment_events.outbox.publisher import OutboxPublisher
-from payment_events.outbox.sql import SqlOutboxStore, configure_sqlite
+from payment_events.outbox.sharding import shard_for
+from payment_events.outbox.sqlite import configure_sqlite
+from payment_events.outbox.store import SqlOutboxStore
 from payment_events.outbox.table import outbox_table
-from payment_events.sharding import shard_for
-from payment_events.topics import TopicRouter
 
 
 def succeeded(payment_id: str = "pay_1") -> PaymentSucceeded:
@@ -191,7 +192,7 @@ def test_timestamps_are_stored_in_the_same_text_form_as_the_store_writes(engine:
 
 def test_outbox_publisher_is_a_payment_event_publisher(engine: Engine) -> None:
     """OutboxPublisher satisfies the publisher port, with the eight typed methods."""
-    from payment_events.publisher import PaymentEventPublisher
+    from payment_events.events.publisher import PaymentEventPublisher
 
     with engine.connect() as conn:
         publisher = OutboxPublisher(conn)

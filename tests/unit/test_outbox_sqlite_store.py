@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from payment_events.codec import EncodedEvent
 from payment_events.errors import StoreError
+from payment_events.events.codec import EncodedEvent
 from payment_events.outbox import migrate
 from payment_events.outbox.ports import Published, Retry
 from payment_events.outbox.publisher import OutboxPublisher
-from payment_events.outbox.sql import SQLITE_BUSY_TIMEOUT_MS, SqlOutboxStore
+from payment_events.outbox.sqlite import SQLITE_BUSY_TIMEOUT_MS
+from payment_events.outbox.store import SqlOutboxStore
 
 
 def test_from_url_uses_wal_and_a_busy_timeout(tmp_path: Path) -> None:

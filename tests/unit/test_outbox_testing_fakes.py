@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from payment_events.codec import decode
 from payment_events.events import PaymentSucceeded
+from payment_events.events.codec import decode
+from payment_events.events.publisher import PaymentEventPublisher
+from payment_events.kafka.topics import TopicRouter
 from payment_events.outbox.ports import Published
-from payment_events.publisher import PaymentEventPublisher
 from payment_events.testing import InMemoryOutboxStore, InMemoryPublisher
-from payment_events.topics import TopicRouter
 
 
 def succeeded(payment_id: str) -> PaymentSucceeded:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from payment_events.errors import SensitiveDataError
-from payment_events.privacy import (
+from payment_events.events.privacy import (
     check_redirect_url,
     check_text,
     contains_card_number,

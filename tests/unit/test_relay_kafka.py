@@ -9,9 +9,9 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from payment_events.errors import ConfigurationError
+from payment_events.kafka.producer import KafkaBatchProducer, producer_config, translate_error
 from payment_events.relay import Relay, RelayConfig
 from payment_events.relay.decisions import Delivered, DeliveryError, classify
-from payment_events.relay.kafka import KafkaBatchProducer, producer_config, translate_error
 from payment_events.relay.ports import OutgoingMessage
 from payment_events.testing import InMemoryOutboxStore
 

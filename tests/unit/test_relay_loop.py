@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payment_events.observer import NullObserver
+from payment_events.ops.observer import NullObserver
 from payment_events.outbox.ports import DEAD, PENDING, PUBLISHED
 from payment_events.relay import Relay, RelayConfig
 from payment_events.relay.ports import Producible

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from payment_events.observer import NullObserver
+from payment_events.ops.observer import NullObserver
 from payment_events.outbox.headers import (
     HEADERS_NOT_HEADER_JSON,
     HEADERS_NOT_JSON,

@@ -9,7 +9,7 @@ import pytest
 from payment_events.errors import ConfigurationError
 from payment_events.outbox.migrate import upgrade
 from payment_events.relay import RelayConfig
-from payment_events.relay.runner import build_relay
+from payment_events.service import build_relay
 
 NOWHERE = "127.0.0.1:1"  # no broker needed: nothing is produced
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from payment_events.codec import encode
 from payment_events.events import PaymentSucceeded
+from payment_events.events.codec import encode
 from payment_events.relay import Relay, RelayConfig
 from payment_events.relay.ports import Producible
 from payment_events.testing import InMemoryOutboxStore

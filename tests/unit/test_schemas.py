@@ -10,12 +10,12 @@ from typing import Any
 import jsonschema
 import pytest
 
-from payment_events.codec import encode
 from payment_events.errors import SchemaCompatibilityError
 from payment_events.events import PaymentFailed, PaymentFailedV1, PaymentSucceeded
+from payment_events.events.codec import encode
 from payment_events.events.examples import example_event
-from payment_events.registry import DEFAULT_REGISTRY, EventRegistry
-from payment_events.schemas import (
+from payment_events.events.registry import DEFAULT_REGISTRY, EventRegistry
+from payment_events.events.schemas import (
     JSON_SCHEMA_DIALECT,
     Incompatibility,
     assert_compatible,
@@ -40,8 +40,9 @@ def test_committed_schemas_match_the_models() -> None:
     problems = stale_schema_files(COMMITTED)
     assert problems == [], (
         "The committed JSON Schemas differ from the models. If the change is intended, run "
-        "`payment-events schemas export` (or python -c \"from payment_events.schemas import export_schemas; "
-        "export_schemas('schemas')\"), then `payment-events schemas check`, and commit schemas/.\n"
+        "`payment-events schemas export` (or python -c \"from payment_events.events.schemas import "
+        "export_schemas; export_schemas('schemas')\"), then `payment-events schemas check`, "
+        "and commit schemas/.\n"
         + "\n".join(problems)
     )
 

@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payment_events.sharding import DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT, shard_for, validate_shard_count
+from payment_events.outbox.sharding import (
+    DEFAULT_SHARD_COUNT,
+    MAX_SHARD_COUNT,
+    shard_for,
+    validate_shard_count,
+)
 
 
 def test_known_keys_map_to_fixed_shards() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from payment_events.errors import ConfigurationError
-from payment_events.topics import DEFAULT_TOPIC, TopicRouter, validate_topic_name
+from payment_events.kafka.topics import DEFAULT_TOPIC, TopicRouter, validate_topic_name
 
 
 def test_every_event_goes_to_the_aggregate_topic_by_default() -> None:

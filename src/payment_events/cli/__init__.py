@@ -28,8 +28,6 @@ from payment_events.cli.base import (
     load,
     settings_options,
 )
-from payment_events.cli.kafka import prepare_topics
-from payment_events.cli.relay import serve_relay
 from payment_events.errors import ConfigurationError, PaymentEventsError
 
 __all__ = [
@@ -44,10 +42,8 @@ __all__ = [
     "load",
     "main",
     "outbox",
-    "prepare_topics",
     "relay",
     "schemas",
-    "serve_relay",
     "settings_options",
 ]
 
@@ -75,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 -- one clear line instead of a traceback (DEBUG logs it)
-        from payment_events.logs import get_logger, redact_text
+        from payment_events.ops.logs import get_logger, redact_text
 
         get_logger("payment_events.cli").debug("cli.unexpected_error", exc_info=True)
         click.echo(f"error: unexpected {type(exc).__name__}: {redact_text(str(exc))[:500]}", err=True)

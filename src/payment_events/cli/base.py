@@ -67,7 +67,7 @@ def load(ctx: click.Context, params: Mapping[str, object]) -> cfg.Settings:
 
     Also configures logging from the result and warns about unknown ``PAYMENT_EVENTS_*`` variables.
     """
-    from payment_events.logs import configure_logging, get_logger
+    from payment_events.ops.logs import configure_logging, get_logger
 
     state = ctx.find_object(CliState) or CliState()
     overrides = dict(state.overrides)

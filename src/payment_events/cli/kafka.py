@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
 
-from payment_events import config as cfg
 from payment_events.cli.base import (
     EXIT_FAILURE,
     cli,
@@ -14,25 +11,6 @@ from payment_events.cli.base import (
     load,
     settings_options,
 )
-
-if TYPE_CHECKING:
-    from payment_events.kafka_admin import TopicStatus
-
-
-def prepare_topics(settings: cfg.Settings) -> list[TopicStatus]:
-    """Create the configured topics if allowed; otherwise refuse (ConfigurationError) when one is missing."""
-    from payment_events.kafka_admin import ensure_topics
-
-    router = settings.topic_router()
-    return ensure_topics(
-        settings.kafka_config(),
-        sorted({*router.topics, settings.dlq_topic}),
-        partitions=settings.topic_partitions,
-        replication_factor=settings.topic_replication_factor,
-        min_insync_replicas=settings.topic_min_insync_replicas,
-        create=settings.create_topics,
-    )
-
 
 # -- topics ---------------------------------------------------------------------------------------
 
@@ -51,6 +29,8 @@ def topics_ensure(ctx: click.Context, /, as_json: bool, **params: object) -> Non
 
     Exits 1 when an existing topic differs from the wanted settings (existing topics are never changed).
     """
+    from payment_events.kafka.admin import prepare_topics
+
     settings = load(ctx, params)
     statuses = prepare_topics(settings)
     if as_json:

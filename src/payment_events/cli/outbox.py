@@ -62,7 +62,7 @@ def outbox_status(ctx: click.Context, /, as_json: bool, **params: object) -> Non
     settings = load(ctx, params)
     from datetime import UTC, datetime
 
-    from payment_events.outbox.sql import SqlOutboxStore
+    from payment_events.outbox.store import SqlOutboxStore
 
     with SqlOutboxStore.from_url(settings.database_url, shard_count=settings.relay_shard_count) as store:
         stats = store.backlog(datetime.now(UTC))
@@ -94,7 +94,7 @@ def _text(data: bytes) -> str:
 
 
 def _store(settings: cfg.Settings) -> Any:
-    from payment_events.outbox.sql import SqlOutboxStore
+    from payment_events.outbox.store import SqlOutboxStore
 
     return SqlOutboxStore.from_url(settings.database_url, shard_count=settings.relay_shard_count)
 

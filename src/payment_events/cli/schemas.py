@@ -23,7 +23,7 @@ def schemas_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
 def schemas_export(directory: str, as_json: bool) -> None:
     """Write <DIRECTORY>/<EventType>/v<N>.json for every registered event version (default: schemas)."""
-    from payment_events.schemas import export_schemas
+    from payment_events.events.schemas import export_schemas
 
     written = [str(p) for p in export_schemas(directory)]
     if as_json:
@@ -53,7 +53,7 @@ def schemas_check(ctx: click.Context, /, directory: str, as_json: bool) -> None:
     """
     from pathlib import Path
 
-    from payment_events.schemas import (
+    from payment_events.events.schemas import (
         check_all,
         check_compatibility,
         generate_schemas,

@@ -104,7 +104,7 @@ class TopicReader:
 
     def poll_into(self, tally: Tally, seconds: float) -> None:
         """Read for up to ``seconds`` and record what arrived."""
-        from payment_events.codec import decode
+        from payment_events.events.codec import decode
 
         for message in self._consumer.consume(num_messages=500, timeout=seconds):
             if message.error() is not None:

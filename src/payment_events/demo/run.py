@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from payment_events.demo.consumer import Summary, Tally, TopicReader, summarize
 from payment_events.demo.service import EVENT_TYPES, METADATA, Ledger, run_scenario
-from payment_events.observer import NullObserver
+from payment_events.ops.observer import NullObserver
 
 if TYPE_CHECKING:
     from payment_events.config import Settings
@@ -84,8 +84,8 @@ def run_demo(
 
     ``timeout`` bounds the wait for the last events after the writers finished.
     """
-    from payment_events.outbox.sql import SqlOutboxStore
-    from payment_events.relay.runner import build_relay
+    from payment_events.outbox.store import SqlOutboxStore
+    from payment_events.service import build_relay
 
     say = _Printer(out or sys.stdout)
     engine, topics = _prepare(settings, say)
@@ -147,9 +147,9 @@ def _require_broker(settings: Settings, timeout: float = 5.0) -> None:
 
 def _prepare(settings: Settings, say: _Printer) -> tuple[Engine, list[str]]:
     """Upgrade the outbox schema, ensure the topics, create the demo tables; return the engine, topics."""
-    from payment_events.cli.kafka import prepare_topics
+    from payment_events.kafka.admin import prepare_topics
     from payment_events.outbox import migrate
-    from payment_events.outbox.sql import configure_sqlite
+    from payment_events.outbox.sqlite import configure_sqlite
 
     say.line(
         "payment-events demo: a payment service (processing, 3-D Secure webhooks, captures, refunds,"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-from payment_events.events.base import DEFAULT_SOURCE, ENVELOPE_FIELDS, BaseEvent, ContractModel
+from payment_events.events.envelope import DEFAULT_SOURCE, ENVELOPE_FIELDS, BaseEvent, ContractModel
 from payment_events.events.methods import PaymentMethodAdded, PaymentMethodRemoved
 from payment_events.events.payments import (
     ActionRequiredDetails,

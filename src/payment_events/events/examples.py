@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from payment_events.events.base import BaseEvent
+from payment_events.events.envelope import BaseEvent
 from payment_events.events.methods import PaymentMethodAdded, PaymentMethodRemoved
 from payment_events.events.payments import (
     ActionRequiredDetails,
@@ -119,6 +119,6 @@ def example_event(model: type[EventT]) -> EventT:
 
 def example_payload(model: type[BaseEvent]) -> str:
     """The Kafka value of ``model``'s example, pretty-printed (sorted keys, 2-space indent) for docs."""
-    from payment_events.codec import encode  # the codec imports the events package: import late
+    from payment_events.events.codec import encode  # the codec imports the events package: import late
 
     return json.dumps(json.loads(encode(example_event(model)).value), indent=2, ensure_ascii=False)

@@ -11,7 +11,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import StringConstraints, model_validator
 
-from payment_events.events.base import BaseEvent, Identifier
+from payment_events.events.envelope import BaseEvent, Identifier
 
 __all__ = ["CardBrand", "PaymentMethodAdded", "PaymentMethodRemoved", "PaymentMethodType"]
 

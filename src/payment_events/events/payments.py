@@ -9,9 +9,9 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
-from payment_events.events.base import BaseEvent, Code, ContractModel, FreeText, Identifier, UtcDatetime
-from payment_events.money import Currency, MinorUnits
-from payment_events.privacy import MAX_URL_LENGTH, check_redirect_url
+from payment_events.events.envelope import BaseEvent, Code, ContractModel, FreeText, Identifier, UtcDatetime
+from payment_events.events.money import Currency, MinorUnits
+from payment_events.events.privacy import MAX_URL_LENGTH, check_redirect_url
 
 __all__ = [
     "ActionRequiredDetails",

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from payment_events.events.base import BaseEvent, Code, FreeText, Identifier, UtcDatetime
-from payment_events.money import Currency, MinorUnits
+from payment_events.events.envelope import BaseEvent, Code, FreeText, Identifier, UtcDatetime
+from payment_events.events.money import Currency, MinorUnits
 
 __all__ = ["RefundFailed", "RefundProcessed"]
 

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from payment_events.sharding import DEFAULT_SHARD_COUNT, validate_shard_count
+from payment_events.outbox.sharding import DEFAULT_SHARD_COUNT, validate_shard_count
 
 log = logging.getLogger("payment_events.outbox.leases")
 

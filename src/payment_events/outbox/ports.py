@@ -1,6 +1,6 @@
 """The outbox store port: what the relay needs from the database, independent of the engine.
 
-Adapters: ``payment_events.outbox.sql`` (PostgreSQL and SQLite through SQLAlchemy Core) and an in-memory
+Adapters: ``payment_events.outbox.store`` (PostgreSQL and SQLite through SQLAlchemy Core) and an in-memory
 fake in ``payment_events.testing``. One abstract contract test suite runs against all of them.
 """
 
@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 PENDING = "pending"
 PUBLISHED = "published"
 DEAD = "dead"
+
+LAST_ERROR_MAX_CHARS = 1000
+"""The longest ``last_error`` a row keeps: a reason, not a log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,3 +151,51 @@ class ShardLeases(Protocol):
     def release_all(self) -> None:
         """Give up every shard (graceful shutdown)."""
         ...
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC: the default clock of every port that needs one."""
+    return datetime.now(UTC)
+
+
+def truncate_error(error: str) -> str:
+    """``error`` cut to what the ``last_error`` column holds (a reason, not a log)."""
+    if len(error) <= LAST_ERROR_MAX_CHARS:
+        return error
+    return error[: LAST_ERROR_MAX_CHARS - 3] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead row as listed for an operator: no payload, only what identifies it and why it died."""
+
+    id: int
+    event_id: str
+    event_type: str
+    key: bytes
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One outbox row in full, any state (``dlq show``)."""
+
+    id: int
+    event_id: str
+    event_type: str
+    schema_version: int
+    topic: str
+    key: bytes
+    payload: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    shard: int
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    published_at: datetime | None
+    kafka_partition: int | None
+    kafka_offset: int | None

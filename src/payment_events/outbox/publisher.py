@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -31,15 +31,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from payment_events.errors import MigrationRequiredError, StoreError
+from payment_events.events.publisher import PublishMethodsMixin
 from payment_events.outbox.dberrors import is_missing_schema, is_unique_violation
 from payment_events.outbox.headers import dump_headers
+from payment_events.outbox.ports import utc_now
+from payment_events.outbox.sharding import DEFAULT_SHARD_COUNT, shard_for, validate_shard_count
 from payment_events.outbox.table import TABLE_NAME, sqlite_timestamp
-from payment_events.publisher import PublishMethodsMixin
-from payment_events.sharding import DEFAULT_SHARD_COUNT, shard_for, validate_shard_count
 
 if TYPE_CHECKING:
-    from payment_events.codec import EncodedEvent
     from payment_events.events import PaymentEvent
+    from payment_events.events.codec import EncodedEvent
 
 __all__ = ["DEFAULT_TOPIC", "NOTIFY_CHANNEL", "OutboxPublisher"]
 
@@ -86,9 +87,6 @@ def _insert_sql(dialect: str, rows: int) -> str:
     return _PREFIX + "VALUES " + ", ".join([row] * rows)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 def _default_route(event_type: str) -> str:
     return DEFAULT_TOPIC
@@ -96,10 +94,10 @@ def _default_route(event_type: str) -> str:
 
 class OutboxPublisher(PublishMethodsMixin):
     """Writes events to ``payment_events_outbox`` in the transaction of ``conn`` (a ``Session`` or a
-    ``Connection``); implements :class:`~payment_events.publisher.PaymentEventPublisher`.
+    ``Connection``); implements :class:`~payment_events.events.publisher.PaymentEventPublisher`.
 
     ``router`` maps an event type to its topic at write time: any callable ``(event_type) -> topic`` or
-    a :class:`~payment_events.topics.TopicRouter`; default: every event to ``payment.events``.
+    a :class:`~payment_events.kafka.topics.TopicRouter`; default: every event to ``payment.events``.
     ``shard_count`` must equal the relays' (default 64; change it only with an empty outbox).
     ``notify`` wakes PostgreSQL relays on commit (ignored on SQLite); ``notify_interval`` (seconds, default
     0: every transaction) lets at most one publish per interval and per process notify (see the module
@@ -120,7 +118,7 @@ class OutboxPublisher(PublishMethodsMixin):
         notify: bool = True,
         notify_channel: str = NOTIFY_CHANNEL,
         notify_interval: float = 0.0,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
         encoder: Callable[[PaymentEvent], EncodedEvent] | None = None,
     ) -> None:
         if not isinstance(conn, Session | Connection):
@@ -141,7 +139,7 @@ class OutboxPublisher(PublishMethodsMixin):
         self._notify_interval = notify_interval
         self._clock = clock
         if encoder is None:
-            from payment_events.codec import encode
+            from payment_events.events.codec import encode
 
             encoder = encode
         self._encode = encoder

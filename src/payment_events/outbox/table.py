@@ -52,15 +52,14 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    and_,
     literal_column,
     text,
 )
 from sqlalchemy.types import TypeDecorator
 
+from payment_events.outbox.ports import LAST_ERROR_MAX_CHARS
+
 TABLE_NAME = "payment_events_outbox"
-LAST_ERROR_MAX_CHARS = 1000
-"""``last_error`` is truncated to this many characters: it is a reason, not a log."""
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -136,9 +135,18 @@ Index(
     postgresql_where=text("state = 'pending'"),
     sqlite_where=text("state = 'pending'"),
 )
-RETRY_INDEX_PREDICATE = "state <> 'published' AND state <> 'dead' AND attempts > 0"
-"""Pending rows that failed at least once, written so that it does not imply ``state = 'pending'``
-(see the module docstring): queries meant for the retry index use exactly this text."""
+
+
+def retry_index_predicate(alias: str = "") -> str:
+    """The retry index's predicate, for the table or an alias of it: pending rows that failed at least
+    once, written so that it does not imply ``state = 'pending'`` (see the module docstring). Every query
+    meant for the retry index uses this text. (Migration 0002 keeps its own copy: a migration is history
+    and must not change when this module does.)"""
+    prefix = f"{alias}." if alias else ""
+    return f"{prefix}state <> 'published' AND {prefix}state <> 'dead' AND {prefix}attempts > 0"
+
+
+RETRY_INDEX_PREDICATE = retry_index_predicate()
 
 Index(
     "ix_payment_events_outbox_retry",
@@ -166,11 +174,6 @@ Index(
 IS_PENDING = outbox_table.c.state == literal_column("'pending'")
 IS_PUBLISHED = outbox_table.c.state == literal_column("'published'")
 IS_DEAD = outbox_table.c.state == literal_column("'dead'")
-HAS_FAILED = outbox_table.c.attempts > literal_column("0")
-IN_RETRY_INDEX = and_(
-    outbox_table.c.state != literal_column("'published'"),
-    outbox_table.c.state != literal_column("'dead'"),
-    HAS_FAILED,
-)
+IN_RETRY_INDEX = text(RETRY_INDEX_PREDICATE)
 """The retry index's predicate as an expression (pending rows that failed at least once)."""
 NEVER_FAILED = outbox_table.c.attempts == literal_column("0")

@@ -14,8 +14,8 @@ import logging
 import os
 import sys
 
-from payment_events.relay.runner import build_relay, run_relay
 from payment_events.relay.settings import RelayConfig
+from payment_events.service import build_relay, run_relay
 
 
 def main(argv: list[str] | None = None) -> int:

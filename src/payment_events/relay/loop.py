@@ -21,12 +21,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from payment_events.errors import ConfigurationError
-from payment_events.observer import NullObserver, RelayObserver
-from payment_events.outbox.ports import ExcludingClaim, OutboxRecord, OutboxStore, ShardLeases
+from payment_events.ops.observer import NullObserver, RelayObserver
+from payment_events.outbox.ports import ExcludingClaim, OutboxRecord, OutboxStore, ShardLeases, utc_now
 from payment_events.relay.decisions import (
     Outcome,
     Resolution,
@@ -36,8 +36,8 @@ from payment_events.relay.decisions import (
     producible,
     resolve_batch,
 )
-from payment_events.relay.outcomes import dead_letter, report
 from payment_events.relay.ports import BatchProducer, PipelinedProducer, Waker
+from payment_events.relay.reporting import dead_letter, report
 from payment_events.relay.settings import RelayConfig
 from payment_events.relay.wakeup import SleepWaker
 
@@ -46,10 +46,6 @@ log = logging.getLogger("payment_events.relay.loop")
 _STOP_CHECK_SECONDS = 0.25
 """Sleeps are cut into slices this long so ``stop()`` takes effect promptly."""
 
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware UTC (the relay's default clock)."""
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

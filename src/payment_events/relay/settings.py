@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from payment_events.errors import ConfigurationError
+from payment_events.outbox.sharding import DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT
 from payment_events.relay.decisions import RetryPolicy
-from payment_events.sharding import DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT
 
 DEFAULT_DLQ_TOPIC = "payment.events.dlq"
 NOTIFY_CHANNEL = "payment_events_outbox"

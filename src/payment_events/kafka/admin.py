@@ -11,12 +11,15 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from payment_events.errors import ConfigurationError, TransientPublishError
-from payment_events.topics import validate_topic_name
+from payment_events.kafka.topics import validate_topic_name
 
-log = logging.getLogger("payment_events.kafka_admin")
+if TYPE_CHECKING:
+    from payment_events.config import Settings
+
+log = logging.getLogger("payment_events.kafka.admin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +54,7 @@ def ensure_topics(
 
     names = [validate_topic_name(t) for t in dict.fromkeys(topics)]
     _check_numbers(partitions, replication_factor, min_insync_replicas)
-    client_log = logging.getLogger("payment_events.kafka_admin.librdkafka")
+    client_log = logging.getLogger("payment_events.kafka.admin.librdkafka")
     client_config: dict[str, Any] = {"logger": client_log, **admin_config}
     admin = AdminClient(client_config)
     existing = _partition_counts(admin, timeout)
@@ -168,3 +171,16 @@ def _differences(
                     f"min.insync.replicas is {entry.value}, {min_insync_replicas} wanted"
                 )
     return problems
+
+
+def prepare_topics(settings: Settings) -> list[TopicStatus]:
+    """Create the configured topics if allowed; otherwise refuse (ConfigurationError) when one is missing."""
+    router = settings.topic_router()
+    return ensure_topics(
+        settings.kafka_config(),
+        sorted({*router.topics, settings.dlq_topic}),
+        partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+        min_insync_replicas=settings.topic_min_insync_replicas,
+        create=settings.create_topics,
+    )

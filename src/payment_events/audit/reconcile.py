@@ -1,37 +1,13 @@
-"""Audit: reconcile what the outbox ledger says was committed and published with what Kafka really holds.
-
-``audit(database_url, bootstrap_servers, topics)`` reads the topics with an independent consumer
-(``isolation.level=read_committed``, explicit partition assignment, a throw-away group id, no offset
-commits: no consumer-group side effects) from the beginning, or from a time range, up to the high
-watermarks captured at the start, and reconciles them with the ``payment_events_outbox`` rows:
-
-* **lost**: a row marked ``published`` whose event never appeared on its topic. Pending rows are not lost
-  (not yet published; reported as ``pending``), dead rows went to the dead-letter topic (``dead``).
-* **ledger mismatch**: a published row whose recorded partition/offset holds another event (or nothing).
-* **duplicates**: an event seen more than once (at-least-once delivery; consumers deduplicate by eventId).
-* **order violations**: for one key in one partition, the *first* appearances must follow outbox id order.
-* **unknown**: an event on the topic that the outbox does not hold; ``purged`` when it is older than the
-  oldest published row still in the ledger (retention deleted the row after publication).
-
-The ledger is read first, then the high watermarks, then the topics: every row marked published before
-the ledger was read has its message below the captured watermark, so a busy system never shows a false
-"lost". Events committed after the ledger snapshot and already on the topic are looked up once, in
-batches, and left out of the report (they belong to the next audit).
-
-The reconciliation (:class:`Reconciler`) is pure and works on plain records; the readers around it are the
-only I/O. Memory is a few hundred bytes per event: 200,000 events audit in seconds.
-"""
+"""The pure reconciliation of ledger rows against topic messages: no database, no Kafka client."""
 
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
-from payment_events.audit_report import (
+from payment_events.audit.report import (
     AuditReport,
     Duplicate,
     LedgerMismatch,
@@ -41,18 +17,8 @@ from payment_events.audit_report import (
     Tally,
     UnknownEvent,
 )
-from payment_events.errors import AuditError
 
-__all__ = [
-    "AuditError",
-    "AuditReport",
-    "LedgerRow",
-    "Reconciler",
-    "TopicMessage",
-    "audit",
-    "message_identity",
-    "parse_instant",
-]
+__all__ = ["LedgerRow", "Reconciler", "TopicMessage", "message_identity", "parse_instant"]
 
 PUBLISHED = "published"
 PENDING = "pending"
@@ -355,201 +321,3 @@ def _before_read(row: LedgerRow, starts: Mapping[tuple[str, int], int]) -> bool:
 
 def _text(key: bytes | None) -> str:
     return "" if key is None else key.decode("utf-8", errors="replace")
-
-
-# ---------------------------------------------------------------------------------------------- I/O
-
-
-def _engine_url(database_url: str) -> str:
-    """Accept plain ``postgresql://`` URLs: this project's driver is psycopg 3."""
-    for prefix in ("postgresql://", "postgres://"):
-        if database_url.startswith(prefix):
-            return "postgresql+psycopg://" + database_url[len(prefix):]
-    return database_url
-
-
-def read_ledger(
-    conn: Any, topics: Sequence[str], since: datetime | None, until: datetime | None
-) -> Iterator[LedgerRow]:
-    """Stream the outbox rows of ``topics`` (created in ``[since, until)`` if given), in one snapshot."""
-    import sqlalchemy as sa
-
-    from payment_events.outbox.table import outbox_table as t
-
-    # Timestamps are not selected: converting two datetimes per row would double the cost of the read.
-    query = sa.select(t.c.id, t.c.event_id, t.c.event_type, t.c.topic, t.c.key, t.c.state,
-                      t.c.kafka_partition, t.c.kafka_offset)
-    query = query.where(t.c.topic.in_(list(topics)))
-    if since is not None:
-        query = query.where(t.c.created_at >= since)
-    if until is not None:
-        query = query.where(t.c.created_at < until)
-    for r in conn.execution_options(yield_per=20_000).execute(query):
-        key = r[4] if type(r[4]) is bytes else bytes(r[4])  # memoryview on some drivers
-        yield LedgerRow(r[0], r[1], r[2], r[3], key, r[5], r[6], r[7])
-
-
-def plan_ranges(
-    consumer: Any, topics: Sequence[str], start_at: datetime | None
-) -> tuple[list[PartitionRange], dict[str, str]]:
-    """The offsets to read per partition: from the start (or the first offset at/after ``start_at``) to
-    the high watermark now. Also the topics that could not be read, with why."""
-    from confluent_kafka import TopicPartition
-
-    ranges: list[PartitionRange] = []
-    unreadable: dict[str, str] = {}
-    for topic in topics:
-        try:
-            meta = consumer.list_topics(topic=topic, timeout=10).topics.get(topic)
-        except Exception as exc:  # noqa: BLE001 - an illegal or unreachable topic is reported, not fatal
-            unreadable[topic] = type(exc).__name__
-            continue
-        if meta is None or meta.error is not None or not meta.partitions:
-            unreadable[topic] = str(meta.error.str() if meta is not None and meta.error else "no partitions")
-            continue
-        for partition in sorted(meta.partitions):
-            low, high = _retrying(consumer.get_watermark_offsets, TopicPartition(topic, partition),
-                                  timeout=10, cached=False)
-            start = low
-            if start_at is not None:
-                at_ms = int(start_at.timestamp() * 1000)
-                found = _retrying(consumer.offsets_for_times, [TopicPartition(topic, partition, at_ms)],
-                                  timeout=10)
-                start = high if found[0].offset < 0 else max(low, found[0].offset)
-            ranges.append(PartitionRange(topic, partition, start, high))
-    return ranges, unreadable
-
-
-def _retrying(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``call(*args, **kwargs)``, retried for a while on Kafka errors (a leader election or a reconnect in
-    progress must not fail an audit)."""
-    import time
-
-    from confluent_kafka import KafkaException
-
-    attempts = 8
-    for attempt in range(attempts):
-        try:
-            return call(*args, **kwargs)
-        except KafkaException:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(1.0)
-    raise AssertionError("unreachable")
-
-
-def scan_ranges(
-    consumer: Any,
-    ranges: Sequence[PartitionRange],
-    on_message: Callable[[TopicMessage], None],
-    *,
-    deadline: float,
-    clock: Callable[[], float],
-) -> None:
-    """Read every range with explicit assignment (no group, no commits), handing each message over."""
-    from confluent_kafka import KafkaError, TopicPartition
-
-    todo = {(r.topic, r.partition): r.end for r in ranges if r.start < r.end}
-    if not todo:
-        return
-    consumer.assign([TopicPartition(r.topic, r.partition, r.start) for r in ranges if r.start < r.end])
-    while todo:
-        if clock() > deadline:
-            raise AuditError(f"timed out reading {len(todo)} partition(s); raise the audit timeout")
-        for msg in consumer.consume(num_messages=5000, timeout=0.5):
-            err = msg.error()
-            topic, partition = msg.topic() or "", msg.partition() or 0
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    todo.pop((topic, partition), None)
-                elif err.fatal():
-                    raise AuditError(f"reading {topic}: {err.str()}")
-                continue
-            end = todo.get((topic, partition))
-            offset = msg.offset() or 0
-            if end is None or offset >= end:
-                continue
-            event_id, event_type = message_identity(msg.headers(), msg.value())
-            ts_type, ts = msg.timestamp()
-            on_message(TopicMessage(topic, partition, offset, msg.key(), event_id, event_type,
-                                    ts if ts_type else None))
-            if offset >= end - 1:
-                del todo[(topic, partition)]
-
-
-def audit(
-    database_url: str,
-    bootstrap_servers: str,
-    topics: Sequence[str] | None = None,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    lookback: timedelta = timedelta(minutes=10),
-    kafka_config: Mapping[str, Any] | None = None,
-    detail_limit: int = 1000,
-    timeout: float = 600.0,
-) -> AuditReport:
-    """Reconcile the outbox ledger at ``database_url`` with ``topics`` on ``bootstrap_servers``.
-
-    ``topics`` defaults to every topic the ledger names. ``since``/``until`` (aware) restrict the audit
-    to rows created in that range; the topics are then read from ``since - lookback`` (a message's
-    timestamp may precede its row's commit by the clock skew). ``kafka_config`` adds client settings
-    (security). Raises :class:`AuditError` when a partition cannot be read within ``timeout`` seconds.
-    """
-    import time
-
-    import sqlalchemy as sa
-    from confluent_kafka import Consumer
-
-    from payment_events.outbox.table import outbox_table as t
-
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise ValueError(f"{name} must be timezone-aware")
-    started = datetime.now(UTC)
-    deadline = time.monotonic() + timeout
-    reconciler = Reconciler(since=since, until=until, detail_limit=detail_limit)
-    engine = sa.create_engine(_engine_url(database_url))
-    consumer = None
-    try:
-        with engine.connect() as conn:
-            if topics is None:
-                topics = sorted(conn.execute(sa.select(t.c.topic).distinct()).scalars())
-            for row in read_ledger(conn, topics, since, until):
-                reconciler.add_row(row)
-            conn.rollback()
-            horizon, first_id = conn.execute(sa.select(
-                sa.select(sa.func.min(t.c.published_at)).where(t.c.state == PUBLISHED).scalar_subquery(),
-                sa.select(sa.func.min(t.c.id)).scalar_subquery())).one()
-            conn.rollback()
-        if isinstance(horizon, datetime):
-            reconciler.set_retention_horizon(horizon if horizon.tzinfo else horizon.replace(tzinfo=UTC))
-        else:
-            horizon = None
-        consumer = Consumer({
-            **dict(kafka_config or {}),  # security settings; never the audit's own guarantees below
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": f"payment-events-audit-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        })
-        start_at = None if since is None else since - lookback
-        scanned, unreadable = plan_ranges(consumer, topics, start_at)
-        scan_ranges(consumer, scanned, reconciler.add_message, deadline=deadline, clock=time.monotonic)
-        elsewhere: set[str] = set()
-        candidates = reconciler.unknown_candidates()
-        with engine.connect() as conn:
-            for i in range(0, len(candidates), 1000):
-                chunk = candidates[i:i + 1000]
-                elsewhere.update(conn.execute(sa.select(t.c.event_id).where(t.c.event_id.in_(chunk))).scalars())
-    finally:
-        if consumer is not None:
-            consumer.close()
-        engine.dispose()
-    return reconciler.report(
-        topics=topics, started_at=started, finished_at=datetime.now(UTC), known_elsewhere=elsewhere,
-        retention_horizon=horizon, scanned=scanned, unreadable_topics=unreadable, ledger_first_id=first_id,
-        since=since, until=until)

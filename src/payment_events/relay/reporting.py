@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from payment_events.observer import RelayObserver
+from payment_events.ops.observer import RelayObserver
 from payment_events.outbox.ports import OutboxRecord
 from payment_events.relay.decisions import SIZE_CODES, Delivered, Resolution, group_counts
 from payment_events.relay.ports import BatchProducer, OutgoingMessage
 
-log = logging.getLogger("payment_events.relay.outcomes")
+log = logging.getLogger("payment_events.relay.reporting")
 
 
 def dead_letter(producer: BatchProducer, topic: str, resolution: Resolution, timeout: float) -> None:

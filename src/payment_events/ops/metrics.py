@@ -1,4 +1,4 @@
-"""Prometheus metrics for the relay, recorded through the :class:`~payment_events.observer.RelayObserver`.
+"""Prometheus metrics for the relay, recorded through the :class:`~payment_events.ops.observer.RelayObserver`.
 
 Each relay gets its own ``CollectorRegistry`` (never the process-global one), so several relays or tests in
 one process do not collide. Labels are low-cardinality: event type, topic and a short reason code; reason
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from payment_events.observer import RelayObserver
+from payment_events.ops.observer import RelayObserver
 
 _log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from payment_events.errors import (
     UnknownEventTypeError,
 )
 from payment_events.events import BaseEvent, PaymentEvent
-from payment_events.events.base import contract_error
-from payment_events.registry import DEFAULT_REGISTRY, EventRegistry, schema_uri
+from payment_events.events.envelope import contract_error
+from payment_events.events.registry import DEFAULT_REGISTRY, EventRegistry, schema_uri
 
 __all__ = ["CONTENT_TYPE", "EncodedEvent", "Headers", "decode", "encode"]
 
@@ -157,7 +157,7 @@ def decode(
     try:
         data = json.loads(bytes(value), parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
-        msg = "value is not UTF-8 JSON: it was not produced by payment_events.codec.encode"
+        msg = "value is not UTF-8 JSON: it was not produced by payment_events.events.codec.encode"
         raise SerializationError(msg) from exc
     if not isinstance(data, dict):
         msg = f"value must be a JSON object, not a JSON {type(data).__name__}"

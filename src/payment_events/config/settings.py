@@ -15,9 +15,7 @@ confluent_kafka, so loading settings is fast.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,16 +26,13 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from payment_events.errors import ConfigurationError
-
 if TYPE_CHECKING:
+    from payment_events.kafka.topics import TopicRouter
     from payment_events.relay.settings import RelayConfig
-    from payment_events.topics import TopicRouter
 
 ENV_PREFIX = "PAYMENT_EVENTS_"
 CONFIG_FILE_ENV = "PAYMENT_EVENTS_CONFIG"
@@ -47,7 +42,7 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _HOST_PORT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
-_SECRET_FIELDS = frozenset({"kafka_sasl_password", "kafka_ssl_key_password", "alert_webhook_url"})
+SECRET_FIELDS = frozenset({"kafka_sasl_password", "kafka_ssl_key_password", "alert_webhook_url"})
 
 
 def parse_duration(value: object) -> float:
@@ -407,7 +402,7 @@ class Settings(BaseModel):
         out: dict[str, Any] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if name in _SECRET_FIELDS:
+            if name in SECRET_FIELDS:
                 out[name] = None if value is None else "***"
             elif name == "database_url":
                 out[name] = mask_url(value)
@@ -472,171 +467,10 @@ class Settings(BaseModel):
 
     def topic_router(self) -> TopicRouter:
         """The topic router for these settings (raises ConfigurationError for a route Kafka refuses)."""
-        from payment_events.topics import TopicRouter
+        from payment_events.kafka.topics import TopicRouter
 
         return TopicRouter(self.topic, self.topic_routing)
-
-    def topic_for(self, event_type: str) -> str:
-        """The topic an event type is routed to."""
-        return self.topic_routing.get(event_type, self.topic)
-
-    def all_topics(self) -> list[str]:
-        """Every topic this configuration may write to (aggregate, routed, dead-letter), sorted."""
-        return sorted({self.topic, self.dlq_topic, *self.topic_routing.values()})
 
     def alert_webhook(self) -> str | None:
         """The webhook URL in clear, for the notifier only."""
         return None if self.alert_webhook_url is None else self.alert_webhook_url.get_secret_value()
-
-
-# -- option metadata ------------------------------------------------------------------------------
-
-
-def env_var(name: str) -> str:
-    """The environment variable of a setting."""
-    return ENV_PREFIX + name.upper()
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a setting (secrets have none)."""
-    return "--" + name.replace("_", "-")
-
-
-def option_names() -> list[str]:
-    """Every setting name, in declaration order."""
-    return list(Settings.model_fields)
-
-
-def is_secret(name: str) -> bool:
-    """Whether a setting is a secret (masked when shown, no command-line flag)."""
-    return name in _SECRET_FIELDS
-
-
-def option_group(name: str) -> str:
-    """The group (database, kafka, topics, relay, metrics, alerts, logging) a setting belongs to."""
-    return str(_extra(name).get("group", ""))
-
-
-def option_form(name: str) -> str:
-    """The expected form of a setting's value, in words."""
-    return str(_extra(name).get("form", ""))
-
-
-def option_help(name: str) -> str:
-    """The one-line meaning of a setting."""
-    return Settings.model_fields[name].description or ""
-
-
-def option_default(name: str) -> Any:
-    """The default value of a setting."""
-    return Settings.model_fields[name].default
-
-
-def _extra(name: str) -> dict[str, Any]:
-    extra = Settings.model_fields[name].json_schema_extra
-    return dict(extra) if isinstance(extra, dict) else {}
-
-
-# -- loading --------------------------------------------------------------------------------------
-
-
-def load_settings(
-    *,
-    config_file: str | Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    overrides: Mapping[str, object] | None = None,
-) -> Settings:
-    """Build settings from defaults < TOML file < environment < ``overrides`` (CLI flags).
-
-    ``config_file`` defaults to ``$PAYMENT_EVENTS_CONFIG``. Raises ConfigurationError on any bad value,
-    unknown key or unreadable file, naming the option, its environment variable and the expected form.
-    """
-    env = os.environ if environ is None else environ
-    values: dict[str, object] = {}
-    sources: dict[str, str] = {}
-    path = config_file if config_file is not None else env.get(CONFIG_FILE_ENV) or None
-    if path is not None:
-        for name, value in _read_toml(Path(path)).items():
-            values[name] = value
-            sources[name] = f"config file {str(path)!r}"
-    fields = Settings.model_fields
-    for name in fields:
-        var = env_var(name)
-        if var in env and env[var] != "":
-            values[name] = env[var]
-            sources[name] = "the environment"
-    for name, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if name not in fields:
-            raise ConfigurationError(f"unknown setting {name!r}")
-        values[name] = value
-        sources[name] = f"flag {flag(name)}"
-    try:
-        return Settings.model_validate(values)
-    except ValidationError as exc:
-        raise ConfigurationError(_explain(exc, sources, values)) from None
-
-
-def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
-    """``PAYMENT_EVENTS_*`` variables that match no option (likely typos); the CLI warns about them."""
-    env = os.environ if environ is None else environ
-    fields = Settings.model_fields
-    return sorted(
-        k
-        for k in env
-        if k.startswith(ENV_PREFIX)
-        and not k.startswith(ENV_PREFIX + "TEST_")
-        and k != CONFIG_FILE_ENV
-        and k[len(ENV_PREFIX) :].lower() not in fields
-    )
-
-
-def _read_toml(path: Path) -> dict[str, object]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(
-            f"config file {str(path)!r} cannot be read ({exc.strerror}); expected a readable TOML file "
-            f"(--config FILE or {CONFIG_FILE_ENV})"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    flat: dict[str, object] = {}
-    fields = Settings.model_fields
-    for key, value in data.items():
-        if isinstance(value, dict) and key not in fields:
-            for sub, sub_value in value.items():
-                flat[f"{key}_{sub}"] = sub_value
-        else:
-            flat[key] = value
-    unknown = sorted(k for k in flat if k not in fields)
-    if unknown:
-        raise ConfigurationError(
-            f"config file {str(path)!r}: unknown key {unknown[0]!r}; expected one of the options listed "
-            "in docs/operations.md (e.g. relay_batch_size, or batch_size inside a [relay] table)"
-        )
-    return flat
-
-
-def _explain(exc: ValidationError, sources: Mapping[str, str], values: Mapping[str, object]) -> str:
-    lines: list[str] = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = error.get("loc") or ()
-        name = str(loc[0]) if loc else ""
-        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        if name in Settings.model_fields:
-            names = env_var(name) if is_secret(name) else f"{env_var(name)} or {flag(name)}"
-            source = sources.get(name, "the default")
-            shown = "" if is_secret(name) or name not in values else f" (got {_short(values[name])})"
-            if not message.startswith("expected"):
-                message = f"{message}; expected {option_form(name)}"
-            lines.append(f"invalid setting {name} [{names}] from {source}{shown}: {message}")
-        else:
-            lines.append(f"invalid configuration: {message}")
-    return "\n".join(lines)
-
-
-def _short(value: object) -> str:
-    text = repr(mask_url(value) if isinstance(value, str) else value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -31,14 +31,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from payment_events.errors import PermanentPublishError, PublishError, TransientPublishError
-from payment_events.publisher import PublishMethodsMixin
-from payment_events.topics import TopicRouter
+from payment_events.events.publisher import PublishMethodsMixin
+from payment_events.kafka.topics import TopicRouter
 
 if TYPE_CHECKING:
-    from payment_events.codec import EncodedEvent
     from payment_events.events import PaymentEvent
+    from payment_events.events.codec import EncodedEvent
 
-log = logging.getLogger("payment_events.direct")
+log = logging.getLogger("payment_events.kafka.direct")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class DeliveryReceipt:
 class DirectPublisher(PublishMethodsMixin):
     """Publishes events to Kafka asynchronously, from memory (see the module warning: it can lose events).
 
-    Implements :class:`~payment_events.publisher.PaymentEventPublisher` (``publish``, ``publish_many``
+    Implements :class:`~payment_events.events.publisher.PaymentEventPublisher` (``publish``, ``publish_many``
     and the eight typed methods). By default ``publish`` only enqueues; with ``wait_for_ack=True`` it
     returns only after the broker acknowledged (raising a ``PublishError`` otherwise), which is what the
     port promises for a direct publisher. ``on_error(event_id, error)`` hears about failed deliveries
@@ -73,12 +73,12 @@ class DirectPublisher(PublishMethodsMixin):
         poll_interval: float = 0.05,
         enqueue_timeout: float = 5.0,
     ) -> None:
-        from payment_events.relay.kafka import producer_config
+        from payment_events.kafka.producer import producer_config
 
         self._router = router or TopicRouter()
         config = producer_config(bootstrap_servers, producer_overrides)
         config["error_cb"] = self._on_error
-        config.setdefault("logger", logging.getLogger("payment_events.direct.librdkafka"))
+        config.setdefault("logger", logging.getLogger("payment_events.kafka.direct.librdkafka"))
         from confluent_kafka import KafkaException, Producer  # lazily: `import payment_events` stays light
 
         self._kafka_exception: type[Exception] = KafkaException
@@ -117,7 +117,7 @@ class DirectPublisher(PublishMethodsMixin):
 
     def publish_async(self, event: PaymentEvent) -> Future[DeliveryReceipt]:
         """Encode and enqueue ``event``; return at once with a future of its :class:`DeliveryReceipt`."""
-        from payment_events.codec import encode
+        from payment_events.events.codec import encode
 
         encoded = encode(event)
         return self.publish_encoded(encoded, self._router.topic_for(encoded.event_type))
@@ -227,8 +227,8 @@ def _publish_error(error: Any, event_id: str, topic: str) -> PublishError:
     """Our error for a failed delivery, logged with ids only (never the payload or the key)."""
     from confluent_kafka import KafkaError
 
+    from payment_events.kafka.producer import translate_error
     from payment_events.relay.decisions import DeliveryError, is_permanent
-    from payment_events.relay.kafka import translate_error
 
     if isinstance(error, KafkaError):
         described = translate_error(error)

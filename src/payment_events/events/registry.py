@@ -22,7 +22,7 @@ from payment_events.events import (
     RefundFailed,
     RefundProcessed,
 )
-from payment_events.upcasting import Upcaster, payment_failed_v1_to_v2
+from payment_events.events.upcasters import Upcaster, payment_failed_v1_to_v2
 
 __all__ = ["DEFAULT_REGISTRY", "EventRegistry", "default_registry", "schema_uri"]
 

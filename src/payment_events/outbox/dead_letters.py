@@ -18,7 +18,6 @@ must not assume arrival order equals occurrence order after an operator replay),
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,46 +26,10 @@ from sqlalchemy.engine import Engine, Row
 
 from payment_events.outbox.dberrors import translated
 from payment_events.outbox.headers import parse_headers
-from payment_events.outbox.ports import PENDING
+from payment_events.outbox.ports import PENDING, DeadLetter, OutboxRow
 from payment_events.outbox.table import IS_DEAD, outbox_table
 
 _o = outbox_table
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A dead row as listed for an operator: no payload, only what identifies it and why it died."""
-
-    id: int
-    event_id: str
-    event_type: str
-    key: bytes
-    attempts: int
-    last_error: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """One outbox row in full, any state (``dlq show``)."""
-
-    id: int
-    event_id: str
-    event_type: str
-    schema_version: int
-    topic: str
-    key: bytes
-    payload: bytes
-    headers: tuple[tuple[str, bytes], ...]
-    shard: int
-    state: str
-    attempts: int
-    next_attempt_at: datetime
-    last_error: str | None
-    created_at: datetime
-    published_at: datetime | None
-    kafka_partition: int | None
-    kafka_offset: int | None
 
 
 def _dead_query(limit: int, event_type: str | None) -> Select[Any]:

@@ -36,7 +36,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from payment_events.relay.decisions import Delivered, DeliveryError, Outcome
 from payment_events.relay.ports import Producible
 
-log = logging.getLogger("payment_events.relay.kafka")
+log = logging.getLogger("payment_events.kafka.producer")
 client_log = logging.getLogger("payment_events.relay.librdkafka")
 """librdkafka's own log lines (connection failures and the like), served from ``poll()``."""
 

@@ -6,8 +6,8 @@
 * ``GET /readyz`` -- ready: the database answers, the broker is reachable and this instance owns at least
   one shard. 200 or 503, JSON body naming each check.
 
-:class:`HealthState` is itself a :class:`~payment_events.observer.RelayObserver`, so the relay feeds it the
-same reports it sends to metrics. :class:`ReachabilityProbe` checks the broker and database on its own
+:class:`HealthState` is itself a :class:`~payment_events.ops.observer.RelayObserver`, so the relay feeds it
+the same reports it sends to metrics. :class:`ReachabilityProbe` checks the broker and database on its own
 schedule too, so readiness reflects an outage even while the relay is idle.
 """
 
@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from payment_events.logs import get_logger
-from payment_events.observer import RelayObserver
+from payment_events.ops.logs import get_logger
+from payment_events.ops.observer import RelayObserver
 
 _log = get_logger(__name__)
 

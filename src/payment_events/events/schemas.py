@@ -22,7 +22,7 @@ from typing import Any
 
 from payment_events.errors import SchemaCompatibilityError
 from payment_events.events import BaseEvent
-from payment_events.registry import DEFAULT_REGISTRY, EventRegistry, schema_uri
+from payment_events.events.registry import DEFAULT_REGISTRY, EventRegistry, schema_uri
 
 __all__ = [
     "JSON_SCHEMA_DIALECT",

@@ -1,6 +1,6 @@
 """Which Kafka topic an event goes to: one aggregate topic by default, per-event-type routes by choice.
 
-Pure: no client, no I/O. Creating or checking topics on a cluster is :mod:`payment_events.kafka_admin`.
+Pure: no client, no I/O. Creating or checking topics on a cluster is :mod:`payment_events.kafka.admin`.
 
 The default is one aggregate topic, ``payment.events``: a consumer sees every payment event of one key
 (a payment id) in order on one partition. Per-type topics (``PaymentFailed -> payment.failed``) give

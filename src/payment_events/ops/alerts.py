@@ -1,6 +1,6 @@
 """Alerts when delivery is stuck: logged at ERROR with stable keys and, if configured, POSTed to a webhook.
 
-:class:`AlertingObserver` is a :class:`~payment_events.observer.RelayObserver`; it raises
+:class:`AlertingObserver` is a :class:`~payment_events.ops.observer.RelayObserver`; it raises
 
 * ``outbox_stuck`` (critical) -- the oldest pending event is older than ``oldest_pending_age`` seconds;
 * ``event_dead_lettered`` (critical) -- events were moved to the dead-letter state (per type and reason);
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-from payment_events.logs import get_logger
+from payment_events.ops.logs import get_logger
 
 _log = get_logger(__name__)
 

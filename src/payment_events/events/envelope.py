@@ -29,8 +29,8 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 from payment_events.errors import InvalidEventError, SensitiveDataError
-from payment_events.ids import is_uuid7, uuid7
-from payment_events.privacy import check_text, might_be_sensitive
+from payment_events.events.ids import is_uuid7, uuid7
+from payment_events.events.privacy import check_text, might_be_sensitive
 
 __all__ = [
     "DEFAULT_SOURCE",
@@ -125,7 +125,7 @@ def _check_traceparent(value: str) -> str:
 
 def _check_uuid7(value: UUID) -> UUID:
     if not is_uuid7(value):
-        msg = "eventId must be a UUIDv7 (RFC 9562): use payment_events.ids.uuid7() or leave it to default"
+        msg = "eventId must be a UUIDv7 (RFC 9562): use payment_events.uuid7() or leave it to default"
         raise ValueError(msg)
     return value
 

@@ -1,0 +1,184 @@
+"""The PostgreSQL half of the outbox store: the claim as SQL text, ``unnest`` marks, binary fetch.
+
+Everything PostgreSQL-specific that :class:`~payment_events.outbox.store.SqlOutboxStore` runs lives
+here, so a change to the hot path's SQL touches one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Select, bindparam, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from payment_events.outbox.ports import Dead, Published, Retry, truncate_error
+from payment_events.outbox.rows import chunks
+from payment_events.outbox.table import UtcDateTime, retry_index_predicate
+
+
+def engine_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` for ``create_engine`` with JIT off: the relay's statements are short and
+    index-driven, so JIT compilation only adds latency."""
+    connect_args = dict(options.pop("connect_args", {}))
+    connect_args["options"] = (connect_args.get("options", "") + " -c jit=off").strip()
+    return {**options, "connect_args": connect_args}
+
+
+@lru_cache(maxsize=32)
+def pg_claim_sql(shard_filter: bool, limit: int, exclude: bool = False) -> str:
+    """The claim on PostgreSQL, as SQL text sent through the driver (no per-row type processing).
+
+    * State tests are literals, never parameters, so prepared (generic) plans still match the partial
+      indexes' ``WHERE`` clauses.
+    * The limit is inline: with ``LIMIT $n`` a generic plan is costed as if it returned a tenth of the
+      table, which can cross ``jit_above_cost`` and spend tens of milliseconds compiling every claim.
+      The relay uses one batch size, so the text stays stable.
+    * ``OFFSET 0`` keeps PostgreSQL from turning NOT EXISTS into an anti-join. As a join it is planned
+      from a row estimate of the tiny, fast-changing retry set and can become a nested loop over claim x
+      retry rows, which explodes during a broker outage when thousands of keys wait. As a correlated
+      subplan it is one probe of the retry index per candidate row, whatever its size.
+    * The probe uses the retry index's own predicate (:func:`retry_index_predicate`), which does not
+      imply the pending index's: only the retry index can answer it, whatever the statistics say (see
+      :mod:`payment_events.outbox.table`).
+    * The shards are one array parameter: the same text for any shard set.
+    * ``exclude``: rows whose ids are in the ``busy`` array parameter are skipped (a batch whose marks
+      are still being written; see :meth:`SqlOutboxStore.claim_excluding`).
+    """
+    shard_clause = "  AND o.shard = ANY(CAST(%(shards)s AS SMALLINT[]))\n" if shard_filter else ""
+    if exclude:
+        # A hashed subplan, built once per execution, also in a generic plan (``<> ALL($1)`` would
+        # compare every candidate with the whole array there).
+        shard_clause += "  AND o.id NOT IN (SELECT unnest(CAST(%(busy)s AS BIGINT[])))\n"
+    return (
+        "SELECT o.id, o.event_id, o.event_type, o.schema_version, o.topic, o.key, o.payload, o.headers,"
+        " o.shard, o.attempts, o.created_at\n"
+        "FROM payment_events_outbox AS o\n"
+        "WHERE o.state = 'pending'\n"
+        "  AND (o.attempts = 0 OR o.next_attempt_at <= %(now)s)\n"
+        + shard_clause
+        + "  AND NOT EXISTS (\n"
+        "    SELECT 1 FROM payment_events_outbox AS earlier\n"
+        f"    WHERE {retry_index_predicate('earlier')}\n"
+        "      AND earlier.key = o.key AND earlier.id < o.id AND earlier.next_attempt_at > %(now)s\n"
+        "    OFFSET 0)\n"
+        f"ORDER BY o.id\nLIMIT {int(limit)}"
+    )
+
+
+_MARK_PUBLISHED = text(
+    "UPDATE payment_events_outbox AS o"
+    " SET state = 'published', published_at = :now, kafka_partition = v.part, kafka_offset = v.off"
+    " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:parts AS INTEGER[]), CAST(:offs AS BIGINT[]))"
+    " AS v(id, part, off)"
+    " WHERE o.id = v.id AND o.state <> 'published'"
+).bindparams(bindparam("now", type_=UtcDateTime()))
+_MARK_RETRY = text(
+    "UPDATE payment_events_outbox AS o"
+    " SET attempts = o.attempts + 1, next_attempt_at = v.at, last_error = v.err"
+    " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:ats AS TIMESTAMPTZ[]), CAST(:errs AS TEXT[]))"
+    " AS v(id, at, err)"
+    " WHERE o.id = v.id AND o.state = 'pending'"
+)
+_MARK_DEAD = text(
+    "UPDATE payment_events_outbox AS o"
+    " SET state = 'dead', attempts = o.attempts + 1, last_error = v.err"
+    " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:errs AS TEXT[])) AS v(id, err)"
+    " WHERE o.id = v.id AND o.state = 'pending'"
+)
+
+
+class PostgresDialect:
+    """How the store claims, marks and purges on PostgreSQL.
+
+    ``async_marks`` commits the marks with ``SET LOCAL synchronous_commit = off`` (see
+    :class:`~payment_events.outbox.store.SqlOutboxStore`).
+    """
+
+    name = "postgresql"
+
+    def __init__(self, *, async_marks: bool) -> None:
+        self.async_marks = async_marks
+
+    @staticmethod
+    def configure(engine: Engine) -> None:
+        """Nothing to set per connection (JIT is turned off through :func:`engine_options`)."""
+
+    @staticmethod
+    def claim(
+        conn: Connection, owned: list[int] | None, limit: int, now: datetime, busy: Collection[int]
+    ) -> list[Any]:
+        """The claimed rows as tuples in :data:`~payment_events.outbox.rows.RECORD_COLUMNS` order."""
+        params: dict[str, Any] = {"now": now}
+        if owned is not None:
+            params["shards"] = owned
+        if busy:
+            params["busy"] = list(busy)
+        return fetch_binary(conn, pg_claim_sql(owned is not None, limit, bool(busy)), params)
+
+    def resolve(
+        self,
+        conn: Connection,
+        now: datetime,
+        published: Sequence[Published],
+        retries: Sequence[Retry],
+        dead: Sequence[Dead],
+    ) -> None:
+        """Mark every outcome with one ``unnest`` UPDATE per kind (and chunk)."""
+        if self.async_marks:
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        for chunk in chunks(published):
+            conn.execute(
+                _MARK_PUBLISHED,
+                {
+                    "now": now,
+                    "ids": [p.id for p in chunk],
+                    "parts": [p.partition for p in chunk],
+                    "offs": [p.offset for p in chunk],
+                },
+            )
+        for chunk in chunks(retries):
+            conn.execute(
+                _MARK_RETRY,
+                {
+                    "ids": [r.id for r in chunk],
+                    "ats": [r.next_attempt_at.astimezone(UTC) for r in chunk],
+                    "errs": [truncate_error(r.error) for r in chunk],
+                },
+            )
+        for chunk in chunks(dead):
+            errors = [truncate_error(d.reason) for d in chunk]
+            conn.execute(_MARK_DEAD, {"ids": [d.id for d in chunk], "errs": errors})
+
+    @staticmethod
+    def purge_victims(victims: Select[Any]) -> Select[Any]:
+        """Two purging relays never wait on each other."""
+        return victims.with_for_update(skip_locked=True)
+
+
+def fetch_binary(conn: Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Run ``sql`` on the psycopg connection under ``conn`` and fetch every row in the *binary* format.
+
+    The relay's hot path: rows come back as plain tuples with ``bytea`` as ``bytes`` (the text format
+    doubles them as hex and decodes that in Python), and no SQLAlchemy result processing. Driver errors
+    are re-raised as SQLAlchemy's ``DBAPIError`` (a broken connection also invalidates ``conn``), so the
+    caller's error translation and the pool's reconnection work as for any other statement.
+    """
+    import psycopg
+
+    driver: Any = conn.connection.driver_connection
+    try:
+        with driver.cursor(binary=True) as cursor:
+            cursor.execute(sql, params)
+            rows: list[Any] = cursor.fetchall()
+            return rows
+    except psycopg.Error as exc:
+        lost = bool(driver.closed or driver.broken)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, None, exc, psycopg.Error, hide_parameters=True, connection_invalidated=lost
+        ) from exc

@@ -1,0 +1,246 @@
+"""``SqlOutboxStore``: the outbox store port on PostgreSQL and SQLite through SQLAlchemy Core.
+
+Every method is one short transaction on a pooled connection. The SQL that differs per database lives in
+:mod:`~payment_events.outbox.postgres` and :mod:`~payment_events.outbox.sqlite`; this class holds what
+is common:
+
+* ``claim``: one set-based ``SELECT`` by state (never a cursor over ids, so a late-committing insert is
+  still found) over the partial pending index, skipping keys whose head waits for a retry.
+* ``resolve``: one transaction of batched ``UPDATE`` statements (``unnest`` arrays on PostgreSQL, a
+  single ``executemany`` per kind on SQLite). A published row never changes again.
+* ``backlog``: one ``SELECT`` of scalar subqueries, each answered by a partial index.
+* ``purge_published``: deletes a small batch of old published rows.
+
+Driver errors surface as :class:`~payment_events.errors.StoreError` (and
+:class:`~payment_events.errors.MigrationRequiredError` when the table is missing or outdated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, bindparam, create_engine, delete, func, select
+from sqlalchemy.engine import Connection, Engine
+
+from payment_events.outbox import dead_letters, postgres
+from payment_events.outbox.dberrors import translated
+from payment_events.outbox.ports import (
+    BacklogStats,
+    Dead,
+    DeadLetter,
+    OutboxRecord,
+    OutboxRow,
+    Published,
+    Retry,
+    utc_now,
+)
+from payment_events.outbox.postgres import PostgresDialect
+from payment_events.outbox.rows import records
+from payment_events.outbox.sharding import DEFAULT_SHARD_COUNT, validate_shard_count
+from payment_events.outbox.sqlite import SqliteDialect, configure_sqlite
+from payment_events.outbox.table import (
+    IN_RETRY_INDEX,
+    IS_DEAD,
+    IS_PENDING,
+    IS_PUBLISHED,
+    UtcDateTime,
+    outbox_table,
+)
+
+__all__ = ["SqlOutboxStore"]
+
+_o = outbox_table
+
+
+def dialect_for(engine: Engine, *, async_marks: bool) -> PostgresDialect | SqliteDialect:
+    """The database-specific half of the store for ``engine``."""
+    name = engine.dialect.name
+    if name == "postgresql":
+        return PostgresDialect(async_marks=async_marks)
+    if name == "sqlite":
+        return SqliteDialect()
+    raise ValueError(f"the outbox supports PostgreSQL and SQLite, not {name}")
+
+
+def _backlog_statement() -> Select[Any]:
+    now = bindparam("now", type_=UtcDateTime())
+    minute_ago = bindparam("minute_ago", type_=UtcDateTime())
+    count = func.count()
+    return select(
+        select(count).select_from(_o).where(IS_PENDING).scalar_subquery().label("pending"),
+        select(count)
+        .select_from(_o)
+        .where(IN_RETRY_INDEX, _o.c.next_attempt_at > now)
+        .scalar_subquery()
+        .label("in_retry"),
+        select(count).select_from(_o).where(IS_DEAD).scalar_subquery().label("dead"),
+        select(_o.c.created_at)
+        .where(IS_PENDING)
+        .order_by(_o.c.id)
+        .limit(1)
+        .scalar_subquery()
+        .label("oldest"),
+        select(count)
+        .select_from(_o)
+        .where(IS_PUBLISHED, _o.c.published_at >= minute_ago)
+        .scalar_subquery()
+        .label("published_last_minute"),
+    )
+
+
+class SqlOutboxStore:
+    """The :class:`~payment_events.outbox.ports.OutboxStore` on PostgreSQL or SQLite.
+
+    ``shard_count`` must match the publishers' (a claim over every shard then skips the shard filter).
+    ``async_marks`` (PostgreSQL, default on) commits ``resolve`` with ``SET LOCAL synchronous_commit =
+    off``: the relay does not wait for the WAL flush of its marks. A mark lost in a database crash only
+    means the row is published again (a duplicate, which consumers tolerate), never a lost event, because
+    the row stays pending. Turn it off if duplicates after a database crash matter more than throughput.
+    ``clock`` stamps ``published_at`` (and is replaceable in tests).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        shard_count: int = DEFAULT_SHARD_COUNT,
+        async_marks: bool = True,
+        clock: Callable[[], datetime] = utc_now,
+        dispose_engine: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.shard_count = validate_shard_count(shard_count)
+        self.async_marks = async_marks
+        self._clock = clock
+        self._dispose_engine = dispose_engine
+        self._dialect = dialect_for(engine, async_marks=async_marks)
+        self._backlog = _backlog_statement()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        shard_count: int = DEFAULT_SHARD_COUNT,
+        async_marks: bool = True,
+        check_schema: bool = True,
+        **engine_options: Any,
+    ) -> SqlOutboxStore:
+        """A store with its own engine for ``url`` (closed by :meth:`close`). SQLite gets WAL and a busy
+        timeout. With ``check_schema`` a missing or outdated table raises ``MigrationRequiredError`` now
+        rather than at the first claim."""
+        if url.startswith("postgresql"):
+            engine_options = postgres.engine_options(engine_options)
+        engine = create_engine(url, **engine_options)
+        if engine.dialect.name == "sqlite":
+            configure_sqlite(engine)
+        store = cls(engine, shard_count=shard_count, async_marks=async_marks, dispose_engine=True)
+        if check_schema:
+            from payment_events.outbox.migrate import check
+
+            try:
+                check(engine)
+            except BaseException:
+                store.close()
+                raise
+        return store
+
+    def close(self) -> None:
+        """Dispose of the engine if this store created it."""
+        if self._dispose_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> SqlOutboxStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _begin(self, operation: str) -> Iterator[Connection]:
+        with translated(operation), self.engine.begin() as conn:
+            yield conn
+
+    # ---------------------------------------------------------------------------------------- the port
+    def claim(self, shards: Collection[int] | None, limit: int, now: datetime) -> list[OutboxRecord]:
+        """Pending rows that may be produced now, in id order, at most ``limit`` (see the port)."""
+        return self.claim_excluding(shards, limit, now, ())
+
+    def claim_excluding(
+        self, shards: Collection[int] | None, limit: int, now: datetime, busy: Collection[int]
+    ) -> list[OutboxRecord]:
+        """:meth:`claim` as if the rows with ids in ``busy`` were not there (see
+        :class:`~payment_events.outbox.ports.ExcludingClaim`)."""
+        if limit <= 0:
+            return []
+        owned: list[int] | None = None
+        if shards is not None:
+            owned = sorted(set(shards))
+            if not owned:
+                return []
+            if len(owned) == self.shard_count and owned[0] == 0 and owned[-1] == self.shard_count - 1:
+                owned = None  # every shard: the filter would only cost time
+        with self._begin("claim") as conn:
+            rows = self._dialect.claim(conn, owned, limit, now, busy)
+        return records(rows)
+
+    def resolve(self, published: Sequence[Published], retries: Sequence[Retry], dead: Sequence[Dead]) -> None:
+        """Record delivery outcomes in one transaction (see the port); a published row never goes back."""
+        if not (published or retries or dead):
+            return
+        now = self._clock()
+        published = sorted(published, key=lambda p: p.id)
+        retries = sorted(retries, key=lambda r: r.id)
+        dead = sorted(dead, key=lambda d: d.id)
+        with self._begin("resolve") as conn:
+            self._dialect.resolve(conn, now, published, retries, dead)
+
+    def backlog(self, now: datetime) -> BacklogStats:
+        """Counts for metrics, alerts and ``outbox status``; each answered by a partial index."""
+        with self._begin("backlog") as conn:
+            row = conn.execute(self._backlog, {"now": now, "minute_ago": now - timedelta(minutes=1)}).one()
+        oldest: datetime | None = row.oldest
+        age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+        return BacklogStats(
+            pending=int(row.pending),
+            in_retry=int(row.in_retry),
+            dead=int(row.dead),
+            oldest_pending_age_seconds=age,
+            published_last_minute=int(row.published_last_minute),
+        )
+
+    def purge_published(self, older_than: datetime, batch_size: int) -> int:
+        """Delete up to ``batch_size`` rows published before ``older_than``; return how many."""
+        if batch_size <= 0:
+            return 0
+        victims = (
+            select(_o.c.id)
+            .where(IS_PUBLISHED, _o.c.published_at < bindparam("older", type_=UtcDateTime()))
+            .order_by(_o.c.published_at)
+            .limit(batch_size)
+        )
+        victims = self._dialect.purge_victims(victims)
+        with self._begin("purge") as conn:
+            statement = delete(_o).where(_o.c.id.in_(victims.scalar_subquery()))
+            result = conn.execute(statement, {"older": older_than})
+        return int(result.rowcount)
+
+    # ----------------------------------------------------------------------------- dead-letter admin
+    def list_dead(self, limit: int = 100, event_type: str | None = None) -> list[DeadLetter]:
+        """Dead rows, oldest first; see :func:`payment_events.outbox.dead_letters.list_dead`."""
+        return dead_letters.list_dead(self.engine, limit, event_type=event_type)
+
+    def get(self, row_id: int) -> OutboxRow | None:
+        """One row by id, any state, or ``None``; see :func:`payment_events.outbox.dead_letters.get`."""
+        return dead_letters.get(self.engine, row_id)
+
+    def replay(
+        self, ids: Collection[int] | None = None, *, event_type: str | None = None, all_dead: bool = False
+    ) -> int:
+        """Move dead rows back to pending; see :func:`payment_events.outbox.dead_letters.replay`."""
+        return dead_letters.replay(
+            self.engine, ids, event_type=event_type, all_dead=all_dead, now=self._clock()
+        )

@@ -1,0 +1,319 @@
+"""The composition root: build a relay (store, leases, producer, waker) and run it, alone or as the
+service with metrics, health, probes, alerts and signal handling.
+
+Every way of running a relay goes through here: ``payment-events relay`` (:func:`serve` and
+:func:`drain`), ``python -m payment_events.relay``, :func:`run_relay` in a user's process, the demo, the
+benchmarks and the chaos suite. ``store_factory`` is the seam for another outbox store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from payment_events.config import Settings, env_var, mask_url
+from payment_events.errors import ConfigurationError
+from payment_events.ops.observer import RelayObserver
+from payment_events.outbox.ports import OutboxStore
+from payment_events.relay.loop import Relay
+from payment_events.relay.settings import RelayConfig
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from payment_events.ops.health import HealthServer, HealthState
+
+__all__ = ["StoreFactory", "build_relay", "drain", "run_relay", "serve", "stop_on_signals"]
+
+log = logging.getLogger("payment_events.service")
+
+StoreFactory = Callable[[str, RelayConfig], OutboxStore]
+"""Builds the relay's outbox store from the database URL and the relay config (closed with the relay
+if it has a ``close()``)."""
+
+_PROBE_INTERVAL_SECONDS = 5.0
+
+
+def run_relay(
+    database_url: str,
+    bootstrap_servers: str,
+    config: RelayConfig | None = None,
+    *,
+    observer: RelayObserver | None = None,
+    install_signal_handlers: bool = True,
+    on_ready: Callable[[Relay], None] | None = None,
+    store_factory: StoreFactory | None = None,
+) -> None:
+    """Run a relay over the outbox at ``database_url`` until SIGTERM/SIGINT (or ``Relay.stop()``).
+
+    PostgreSQL: shards are shared with other relay instances through advisory locks, and the relay
+    wakes on ``LISTEN``. SQLite: one relay owns every shard and polls. ``on_ready`` receives the relay
+    before it starts (to keep a handle for ``stop()``, e.g. from a health server). Returns after a
+    graceful stop, with every connection closed. A missing outbox table raises
+    ``MigrationRequiredError`` before anything starts.
+    """
+    relay = build_relay(
+        database_url, bootstrap_servers, config, observer=observer, store_factory=store_factory
+    )
+    if on_ready is not None:
+        on_ready(relay)
+    if not install_signal_handlers:
+        relay.run()
+        return
+    with stop_on_signals(relay.stop):
+        relay.run()
+
+
+def build_relay(
+    database_url: str,
+    bootstrap_servers: str,
+    config: RelayConfig | None = None,
+    *,
+    observer: RelayObserver | None = None,
+    store_factory: StoreFactory | None = None,
+) -> Relay:
+    """A ready-to-run :class:`Relay` with the SQL store, shard leases, Kafka producer and waker.
+
+    Everything it opens (engine, lease connection, producer, LISTEN connection) is closed when
+    ``Relay.run`` returns (or by ``Relay.close()`` for a relay that is never run). ``store_factory``
+    replaces the SQL store (the seam for experiments and other stores); it gets the URL and the config.
+    """
+    from sqlalchemy.engine import make_url
+
+    from payment_events.kafka.producer import KafkaBatchProducer, producer_config
+    from payment_events.outbox.leases import AllShards, PostgresShardLeases
+    from payment_events.outbox.ports import ShardLeases
+    from payment_events.outbox.store import SqlOutboxStore
+    from payment_events.relay.ports import Waker
+    from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker
+
+    config = config or RelayConfig()
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    # Everything opened so far, closed in reverse if building fails half way (or by the relay later).
+    closers: list[Callable[[], object]] = []
+    try:
+        if backend == "sqlite" and url.database and url.database != ":memory:":
+            closers.append(_exclusive_sqlite_relay(url.database))
+        store: OutboxStore
+        if store_factory is None:
+            sql_store = SqlOutboxStore.from_url(database_url, shard_count=config.shard_count)
+            closers.append(sql_store.close)
+            store = sql_store
+        else:
+            store = store_factory(database_url, config)
+            close_store = getattr(store, "close", None)
+            if close_store is not None:
+                closers.append(close_store)
+        leases: ShardLeases
+        if backend == "postgresql":
+            pg_leases = PostgresShardLeases(database_url, shard_count=config.shard_count)
+            closers.append(pg_leases.close)
+            leases = pg_leases
+        else:
+            leases = AllShards(config.shard_count)
+        producer = KafkaBatchProducer(producer_config(bootstrap_servers, config.producer_overrides))
+        closers.append(lambda: producer.close(0.0))
+        waker: Waker = SleepWaker()
+        if backend == "postgresql" and config.listen:
+            waker = PostgresNotifyWaker(database_url, config.notify_channel)
+        closers.append(waker.close)
+        relay = Relay(
+            store,
+            producer,
+            config,
+            leases=leases,
+            observer=observer,
+            waker=waker,
+            closers=closers[:-2][::-1],  # the relay closes its producer and waker itself
+        )
+    except BaseException:
+        for close in reversed(closers):
+            close()
+        raise
+    log.info(
+        "relay configured",
+        extra={"event": "relay.configured", "backend": backend, "shard_count": config.shard_count},
+    )
+    return relay
+
+
+def _exclusive_sqlite_relay(database: str) -> Callable[[], object]:
+    """Hold an exclusive lock on ``<database>.relay-lock``: SQLite has no shard leases, so a second relay
+    on the same file would publish the same rows concurrently and could reorder a key. The operating
+    system drops the lock when the process ends, however it ends. Returns the release function."""
+    import fcntl
+
+    from payment_events.errors import ConfigurationError
+
+    handle = open(f"{database}.relay-lock", "a+b")  # noqa: SIM115 - held open for the relay's lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigurationError(
+            f"another relay is already running on the SQLite outbox {database}; an SQLite outbox has "
+            "exactly one relay (use PostgreSQL to run several)"
+        ) from None
+    return handle.close
+
+
+@contextmanager
+def stop_on_signals(on_stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT call ``on_stop`` (which only sets flags: signal-safe) while inside; the previous
+    handlers come back on the way out. Outside the main thread (where Python allows no handlers) this
+    does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        on_stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def serve(settings: Settings) -> int:
+    """Run a relay with metrics, health, alerts and signal handling until SIGTERM/SIGINT; return 0.
+
+    Refuses to start (raises) when the outbox schema is not migrated or the topics are missing and may
+    not be created. The HTTP server, probe and webhook threads are stopped on the way out.
+    """
+    from prometheus_client import disable_created_metrics
+
+    from payment_events.kafka.admin import prepare_topics
+    from payment_events.ops.alerts import AlertingObserver, WebhookNotifier
+    from payment_events.ops.health import HealthState, ProbeSink, ReachabilityProbe
+    from payment_events.ops.logs import get_logger
+    from payment_events.ops.metrics import FanOutObserver, PrometheusObserver
+    from payment_events.outbox import migrate
+
+    log = get_logger("payment_events.service")
+    migrate.check(settings.database_url)
+    prepare_topics(settings)
+    # No *_created series: they double the scrape size and nobody graphs them.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    with contextlib.ExitStack() as stack:  # everything started below is stopped in reverse order
+        metrics = PrometheusObserver()
+        state = HealthState(settings.health_liveness_timeout)
+        server = _health_server(settings, state, metrics.registry) if settings.metrics_enabled else None
+        if server is not None:
+            stack.callback(server.stop)
+        webhook = settings.alert_webhook()
+        notifier = WebhookNotifier(webhook).start() if webhook else None
+        if notifier is not None:
+            stack.callback(notifier.close, 10.0)
+        alerts = AlertingObserver(
+            oldest_pending_age=settings.alert_oldest_pending_age,
+            broker_unreachable=settings.alert_broker_unreachable,
+            cooldown=settings.alert_cooldown,
+            sink=notifier,
+        )
+        observer = FanOutObserver(metrics, alerts, state)
+        relay = build_relay(
+            settings.database_url,
+            settings.kafka_bootstrap_servers,
+            settings.to_relay_config(),
+            observer=observer,
+        )
+        stack.callback(relay.close)  # idempotent; run() closes too, this covers a failed start
+        if settings.database_url.startswith("sqlite"):
+            observer.shards_owned(settings.relay_shard_count)  # one relay owns every shard on SQLite
+        checks = _Checks(settings)
+        stack.callback(checks.close)
+        probe = ReachabilityProbe(
+            ProbeSink(state, metrics, alerts),
+            broker_check=checks.broker,
+            database_check=checks.database,
+            interval=_PROBE_INTERVAL_SECONDS,
+        ).start()
+        stack.callback(probe.stop)
+
+        def on_stop() -> None:
+            state.stopping()  # /readyz turns false at once; the relay finishes its cycle and exits
+            relay.stop()
+
+        stack.enter_context(stop_on_signals(on_stop))
+        log.info(
+            "relay.serving",
+            database=mask_url(settings.database_url),
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            metrics_port=server.port if server else None,
+            shard_count=settings.relay_shard_count,
+            settings=settings.masked(),
+        )
+        relay.run()
+    log.info("relay.exited")
+    return 0
+
+
+def drain(settings: Settings) -> int:
+    """Publish every row that is pending and due now (checking the schema and topics first); return how
+    many rows were resolved. No HTTP server: for jobs."""
+    from payment_events.kafka.admin import prepare_topics
+    from payment_events.outbox import migrate
+
+    migrate.check(settings.database_url)
+    prepare_topics(settings)
+    relay = build_relay(settings.database_url, settings.kafka_bootstrap_servers, settings.to_relay_config())
+    try:
+        return relay.drain()
+    finally:
+        relay.close()
+
+
+def _health_server(settings: Settings, state: HealthState, registry: CollectorRegistry) -> HealthServer:
+    """Start the HTTP server; a port in use or a bad address is a configuration error (exit 2)."""
+    from payment_events.ops.health import HealthServer
+
+    try:
+        return HealthServer(state, registry, settings.metrics_host, settings.metrics_port).start()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+            f"({exc.strerror or exc}): choose another address with --metrics-host/--metrics-port "
+            f"({env_var('metrics_port')}), or --no-metrics-enabled"
+        ) from None
+
+
+class _Checks:
+    """The probe's two checks: broker metadata and ``SELECT 1``, each on its own small client."""
+
+    def __init__(self, settings: Settings) -> None:
+        import sqlalchemy as sa
+        from confluent_kafka.admin import AdminClient
+
+        self._admin = AdminClient({**settings.kafka_config(), "socket.timeout.ms": 3000})
+        self._engine = sa.create_engine(settings.database_url, pool_pre_ping=True)
+        if self._engine.dialect.name == "sqlite":
+            from payment_events.outbox.sqlite import configure_sqlite
+
+            configure_sqlite(self._engine)  # a busy timeout, so the relay's writes do not read as an outage
+
+    def broker(self) -> bool:
+        """True when a broker answers a metadata request within 3 s."""
+        self._admin.list_topics(timeout=3)
+        return True
+
+    def database(self) -> bool:
+        """True when the database answers ``SELECT 1``."""
+        import sqlalchemy as sa
+
+        with self._engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        return True
+
+    def close(self) -> None:
+        """Release the database pool."""
+        self._engine.dispose()
