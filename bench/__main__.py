@@ -112,7 +112,7 @@ def _drain_section(
         drain["naive"] = naive_relay(url, BOOTSTRAP, plan["naive_sample"])
     drain["relay"] = []
     runs: list[tuple[int, str | None, dict[str, Any]]] = [
-        (1, None, {}), (2, None, {}), (1, TWO_STEP, {}), (1, TWO_STEP, {"pipeline": True}), (2, TWO_STEP, {}),
+        (1, None, {}), (2, None, {}), (1, TWO_STEP, {}), (2, TWO_STEP, {}),
     ]
     for instances, patch, overrides in runs:
         label = f"{instances} relay(s)" + "".join(f", {x}" for x in (patch, overrides) if x)
@@ -278,7 +278,6 @@ def main(argv: list[str] | None = None) -> int:
                 "shard_count": effective.shard_count,
                 "lease_refresh_seconds": effective.lease_refresh_seconds,
                 "dlq_topic": effective.dlq_topic,
-                "pipeline": effective.pipeline,
                 "overlap_marks": getattr(effective, "overlap_marks", None),
             },
             "producer": {k: v for k, v in producer_config(BOOTSTRAP).items() if k != "bootstrap.servers"},

@@ -175,11 +175,11 @@ def check_order(messages: Sequence[Any], expected_by_key: dict[str, list[str]]) 
 
 
 def start_relay_process(url: str, bootstrap: str, *extra: str) -> subprocess.Popen[bytes]:
-    """``python -m payment_events.relay`` in its own process (so it can be SIGKILLed)."""
+    """``python -m payment_events.service`` in its own process (so it can be SIGKILLed)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.Popen(
         [
-            sys.executable, "-m", "payment_events.relay", "--database-url", url,
+            sys.executable, "-m", "payment_events.service", "--database-url", url,
             "--bootstrap-servers", bootstrap, "--poll-interval", "0.2", "--lease-refresh", "0.5",
             "--backoff-cap", "1", *extra,
         ],

@@ -43,7 +43,7 @@ def test_sigkill_mid_batch_then_restart_loses_nothing(
             first.communicate(timeout=30)
         assert first.returncode == -signal.SIGKILL
         assert published(engine) < total, "the relay finished before it could be killed"
-        second = start_relay_process(db_url, kafka_bootstrap, "--batch-size", "1000", "--pipeline")
+        second = start_relay_process(db_url, kafka_bootstrap, "--batch-size", "1000")
         try:
             wait_for(lambda: published(engine) == total, 90, "the restarted relay to publish the rest")
         finally:
@@ -79,8 +79,8 @@ def test_a_surviving_relay_takes_over_the_shards_of_a_killed_one(
         for event, event_id in zip(events, write(engine, topic, events), strict=True):
             expected.setdefault(event.payment_id, []).append(event_id)
 
-    survivor = start_relay_process(pg_url, kafka_bootstrap, "--batch-size", "100", "--pipeline")
-    victim = start_relay_process(pg_url, kafka_bootstrap, "--batch-size", "100", "--pipeline")
+    survivor = start_relay_process(pg_url, kafka_bootstrap, "--batch-size", "100")
+    victim = start_relay_process(pg_url, kafka_bootstrap, "--batch-size", "100")
     try:
         for chunk in range(5):
             commit(chunk)

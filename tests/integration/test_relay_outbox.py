@@ -160,7 +160,7 @@ def relay_idle(relay: object) -> bool:
 def test_the_relay_entry_point_drains_and_exits(
     db_url: str, engine: sa.Engine, kafka_bootstrap: str, new_topic: Callable[..., str], kcat_consume: Consume
 ) -> None:
-    """`python -m payment_events.relay --drain` publishes what is pending, prints the count, exits 0."""
+    """`python -m payment_events.service --drain` publishes what is pending, prints the count, exits 0."""
     topic = new_topic(partitions=2)
     written = write(engine, topic, [payment_event(f"pay-{n % 4}", n) for n in range(40)])
     process = start_relay_process(db_url, kafka_bootstrap, "--drain", "--batch-size", "16")

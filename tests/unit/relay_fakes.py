@@ -190,8 +190,6 @@ class FakeProducer:
     log: dict[tuple[str, int], list[Sent]] = field(default_factory=dict)
     batches: list[int] = field(default_factory=list)
     closed: bool = False
-    in_flight: int = 0
-    max_in_flight: int = 0
 
     def produce_batch(self, messages: Sequence[Producible], timeout: float) -> list[Outcome]:
         self.batches.append(len(messages))
@@ -213,16 +211,6 @@ class FakeProducer:
                 queue.append(sent)
                 outcomes.append(None if behaviour == "silent" else Delivered(partition, sent.offset))
         return outcomes
-
-    def send(self, messages: Sequence[Producible]) -> list[Outcome]:
-        """Pipelined form: the broker takes the messages now; ``wait`` hands the outcomes back."""
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        return self.produce_batch(messages, 0.0)
-
-    def wait(self, sent: list[Outcome], timeout: float) -> list[Outcome]:
-        self.in_flight -= 1
-        return sent
 
     def close(self, timeout: float) -> None:
         self.closed = True

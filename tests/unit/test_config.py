@@ -212,15 +212,13 @@ def test_liveness_timeout_must_outlast_the_outage_pause() -> None:
     assert load_settings(environ={}).health_liveness_timeout == 120.0
 
 
-def test_to_relay_config_carries_pipeline_and_intervals() -> None:
-    """Pipelining, lease refresh and backlog interval reach the relay's config."""
+def test_to_relay_config_carries_the_intervals() -> None:
+    """Lease refresh and backlog interval reach the relay's config."""
     relay = load_settings(
         environ={
-            "PAYMENT_EVENTS_RELAY_PIPELINE": "true",
             "PAYMENT_EVENTS_RELAY_LEASE_REFRESH": "2s",
             "PAYMENT_EVENTS_RELAY_BACKLOG_INTERVAL": "5s",
         }
     ).to_relay_config()
-    assert relay.pipeline is True
     assert relay.lease_refresh_seconds == 2.0
     assert relay.backlog_interval_seconds == 5.0

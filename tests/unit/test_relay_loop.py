@@ -30,10 +30,10 @@ def make_relay(
 
 
 def run_until_settled(relay: Relay, store: FakeStore, clock: FakeClock, max_rounds: int = 500) -> None:
-    """Run cycles, moving the clock past any backoff, until no row is pending (and nothing in flight)."""
+    """Run cycles, moving the clock past any backoff, until no row is pending."""
     for _ in range(max_rounds):
         if not any(r.state == PENDING for r in store.rows.values()):
-            relay.drain(max_cycles=1)  # completes whatever a pipelined relay still has in flight
+            relay.drain(max_cycles=1)
             assert not any(r.state == PENDING for r in store.rows.values())
             return
         relay.run_once()
@@ -48,14 +48,12 @@ behaviours = st.sampled_from(["ok", "ok", "ok", "transient", "permanent", "lost"
 @given(
     keys=st.lists(st.sampled_from([b"k1", b"k2", b"k3", b"k4", b"k5"]), min_size=1, max_size=40),
     script=st.lists(behaviours, max_size=200),
-    pipeline=st.booleans(),
 )
 def test_no_loss_and_ledger_order_with_any_broker_behaviour(
-    keys: list[bytes], script: list[str], pipeline: bool
+    keys: list[bytes], script: list[str]
 ) -> None:
     """Whatever the broker does per message (ack, fail, lose, ack silently), every row ends published
-    (at an offset holding exactly that event) or dead, and per key the ledger's offsets follow id order;
-    sequential or pipelined."""
+    (at an offset holding exactly that event) or dead, and per key the ledger's offsets follow id order."""
     clock = FakeClock()
     store = FakeStore(clock)
     for key in keys:
@@ -66,7 +64,7 @@ def test_no_loss_and_ledger_order_with_any_broker_behaviour(
         return next(moves, "ok")  # after the script the broker behaves
 
     producer = FakeProducer(decide)
-    relay, _ = make_relay(store, producer, clock, max_attempts=3, pipeline=pipeline)
+    relay, _ = make_relay(store, producer, clock, max_attempts=3)
     run_until_settled(relay, store, clock)
     by_pos = {(m.partition, m.offset): m for m in producer.topic(TOPIC)}
     for row in store.rows.values():
@@ -87,10 +85,9 @@ def test_no_loss_and_ledger_order_with_any_broker_behaviour(
 @given(
     keys=st.lists(st.sampled_from([b"k1", b"k2", b"k3", b"k4"]), min_size=1, max_size=30),
     script=st.lists(st.sampled_from(["ok", "ok", "transient", "lost", "permanent"]), max_size=120),
-    pipeline=st.booleans(),
 )
 def test_first_deliveries_keep_per_key_order_when_failures_are_in_order(
-    keys: list[bytes], script: list[str], pipeline: bool
+    keys: list[bytes], script: list[str]
 ) -> None:
     """With librdkafka's per-partition behaviour (once a key's message fails in a batch, its later ones
     fail too), the first delivery of each event on the topic follows id order per key; dead ones are
@@ -115,7 +112,7 @@ def test_first_deliveries_keep_per_key_order_when_failures_are_in_order(
         return move
 
     producer = FakeProducer(decide)
-    relay, _ = make_relay(store, producer, clock, max_attempts=None, pipeline=pipeline)
+    relay, _ = make_relay(store, producer, clock, max_attempts=None)
     run_until_settled(relay, store, clock)
     first_seen: list[str] = []
     for message in producer.topic(TOPIC):
@@ -268,49 +265,3 @@ def test_run_stops_gracefully_releases_leases_and_closes_producer() -> None:
     assert False in observer.db
     assert observer.db[-1] is True
     assert observer.published_counts == [("PaymentSucceeded", TOPIC, 5)]
-
-
-def test_pipelined_relay_keeps_two_batches_in_flight_over_disjoint_shards() -> None:
-    """With pipeline on, a batch of each shard group is in flight at once and every row is published."""
-    clock = FakeClock()
-    store = FakeStore(clock)
-    for n in range(40):
-        store.add(bytes([n % 10]), shard=n % 2)
-    producer = FakeProducer()
-    relay, _ = make_relay(store, producer, clock, pipeline=True)
-    assert relay.drain() == 40
-    assert producer.max_in_flight == 2
-    assert store.states() == {PUBLISHED: 40}
-
-
-def test_pipelined_relay_resolves_in_flight_batches_before_stopping() -> None:
-    """run() with pipeline on: after stop() nothing is left in flight and every row is marked."""
-    clock = FakeClock()
-    store = FakeStore(clock)
-    for n in range(30):
-        store.add(bytes([n % 6]), shard=n % 2)
-    producer = FakeProducer()
-    config = RelayConfig(batch_size=4, poll_interval_seconds=0.01, pipeline=True)
-    relay = Relay(store, producer, config, leases=FakeLeases(frozenset({0, 1})), clock=clock)
-    thread = threading.Thread(target=relay.run)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while store.states().get(PUBLISHED, 0) < 30 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    relay.stop()
-    thread.join(timeout=10)
-    assert store.states() == {PUBLISHED: 30}
-    assert producer.in_flight == 0
-
-
-def test_pipelined_drain_with_a_cycle_limit_still_resolves_and_counts_what_was_in_flight() -> None:
-    """drain(max_cycles=1) with pipeline on resolves both batches it sent and counts them."""
-    clock = FakeClock()
-    store = FakeStore(clock)
-    for n in range(16):
-        store.add(bytes([n % 4]), shard=n % 2)
-    producer = FakeProducer()
-    relay, _ = make_relay(store, producer, clock, pipeline=True, batch_size=8)
-    assert relay.drain(max_cycles=1) == 16
-    assert producer.in_flight == 0
-    assert store.states() == {PUBLISHED: 16}

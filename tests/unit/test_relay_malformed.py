@@ -152,8 +152,7 @@ class DeadCounter(NullObserver):
         self.dead[reason] = self.dead.get(reason, 0) + count
 
 
-@pytest.mark.parametrize("pipeline", [False, True])
-def test_the_relay_dead_letters_a_malformed_row_without_producing_it(pipeline: bool) -> None:
+def test_the_relay_dead_letters_a_malformed_row_without_producing_it() -> None:
     """The defective row is never produced to its topic; it is dead, copied to the DLQ with its code,
     reported to the observer, and its key's later row and other keys are published."""
     clock = FakeClock()
@@ -164,7 +163,7 @@ def test_the_relay_dead_letters_a_malformed_row_without_producing_it(pipeline: b
     other = store.add(b"other", shard=1)
     producer = FakeProducer()
     observer = DeadCounter()
-    config = RelayConfig(batch_size=8, poll_interval_seconds=0.01, pipeline=pipeline)
+    config = RelayConfig(batch_size=8, poll_interval_seconds=0.01)
     leases = FakeLeases(frozenset({0, 1}))
     relay = Relay(store, producer, config, leases=leases, observer=observer, clock=clock)
     relay.drain()

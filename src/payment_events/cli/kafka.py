@@ -29,7 +29,7 @@ def topics_ensure(ctx: click.Context, /, as_json: bool, **params: object) -> Non
 
     Exits 1 when an existing topic differs from the wanted settings (existing topics are never changed).
     """
-    from payment_events.kafka.admin import prepare_topics
+    from payment_events.service import prepare_topics
 
     settings = load(ctx, params)
     statuses = prepare_topics(settings)

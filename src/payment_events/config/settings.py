@@ -185,12 +185,6 @@ class Settings(BaseModel):
     relay_listen: bool = _opt(
         True, "relay", "true or false", "On PostgreSQL, wake up on LISTEN/NOTIFY (polling is the fallback)."
     )
-    relay_pipeline: bool = _opt(
-        False,
-        "relay",
-        "true or false",
-        "Overlap database and broker work: two shard groups, one batch of each in flight.",
-    )
     relay_lease_refresh: Duration = _opt(
         5.0, "relay", _DURATION_FORM, "How often shard ownership is re-balanced (takeover of a dead relay)."
     )
@@ -459,7 +453,6 @@ class Settings(BaseModel):
             dlq_topic=self.dlq_topic,
             shard_count=self.relay_shard_count,
             listen=self.relay_listen,
-            pipeline=self.relay_pipeline,
             lease_refresh_seconds=self.relay_lease_refresh,
             backlog_interval_seconds=self.relay_backlog_interval,
             producer_overrides=overrides,

@@ -147,9 +147,9 @@ def _require_broker(settings: Settings, timeout: float = 5.0) -> None:
 
 def _prepare(settings: Settings, say: _Printer) -> tuple[Engine, list[str]]:
     """Upgrade the outbox schema, ensure the topics, create the demo tables; return the engine, topics."""
-    from payment_events.kafka.admin import prepare_topics
     from payment_events.outbox import migrate
     from payment_events.outbox.sqlite import configure_sqlite
+    from payment_events.service import prepare_topics
 
     say.line(
         "payment-events demo: a payment service (processing, 3-D Secure webhooks, captures, refunds,"

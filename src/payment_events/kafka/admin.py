@@ -11,13 +11,10 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from payment_events.errors import ConfigurationError, TransientPublishError
 from payment_events.kafka.topics import validate_topic_name
-
-if TYPE_CHECKING:
-    from payment_events.config import Settings
 
 log = logging.getLogger("payment_events.kafka.admin")
 
@@ -171,16 +168,3 @@ def _differences(
                     f"min.insync.replicas is {entry.value}, {min_insync_replicas} wanted"
                 )
     return problems
-
-
-def prepare_topics(settings: Settings) -> list[TopicStatus]:
-    """Create the configured topics if allowed; otherwise refuse (ConfigurationError) when one is missing."""
-    router = settings.topic_router()
-    return ensure_topics(
-        settings.kafka_config(),
-        sorted({*router.topics, settings.dlq_topic}),
-        partitions=settings.topic_partitions,
-        replication_factor=settings.topic_replication_factor,
-        min_insync_replicas=settings.topic_min_insync_replicas,
-        create=settings.create_topics,
-    )

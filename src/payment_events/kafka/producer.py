@@ -135,8 +135,6 @@ class KafkaBatchProducer:
         self._fatal: DeliveryError | None = None
         self.rebuilds = 0
         """How many times a fresh producer replaced one that hit a fatal error."""
-        self.brokers_down = False
-        """True after librdkafka reported that all brokers are down, until the next ack."""
         self._producer = self._new_producer()
 
     def _new_producer(self) -> Any:
@@ -154,7 +152,6 @@ class KafkaBatchProducer:
                 extra={"event": "relay.producer_fatal", "code": error.name()},
             )
         elif error.code() == KafkaError._ALL_BROKERS_DOWN:
-            self.brokers_down = True
             log.warning("all brokers are down", extra={"event": "relay.brokers_down"})
         else:
             log.debug("producer error", extra={"event": "relay.producer_error", "code": error.name()})
@@ -189,22 +186,19 @@ class KafkaBatchProducer:
         If reports are still outstanding at the deadline, every outstanding message is purged at once
         (reported as ``_PURGE_QUEUE`` / ``_PURGE_INFLIGHT``, i.e. retry) and a fresh producer is built.
         """
-        return self.wait(self.send(messages), timeout)
+        return self._wait(self._send(messages), timeout)
 
-    def send(self, messages: Sequence[Producible]) -> SentBatch:
-        """Hand ``messages`` to librdkafka and return at once; :meth:`wait` collects the outcomes.
-
-        Several batches may be in flight; the relay keeps their keys apart (disjoint shards).
-        """
+    def _send(self, messages: Sequence[Producible]) -> SentBatch:
+        """Hand ``messages`` to librdkafka and return at once; :meth:`_wait` collects the outcomes."""
         if self._fatal is not None:
             self.rebuild()
         batch = SentBatch(len(messages))
         self._enqueue(messages, batch)
         return batch
 
-    def wait(self, batch: SentBatch, timeout: float) -> list[Outcome]:
+    def _wait(self, batch: SentBatch, timeout: float) -> list[Outcome]:
         """Serve delivery reports until every message of ``batch`` has one or ``timeout`` s passed; at
-        the deadline purge everything outstanding (this batch's and any other's) and rebuild."""
+        the deadline purge everything outstanding and rebuild."""
         deadline = time.monotonic() + timeout
         poll = self._producer.poll
         while batch.pending[0] > 0:
@@ -275,7 +269,6 @@ class KafkaBatchProducer:
 
     def _collect(self, batch: SentBatch) -> None:
         """Turn the stored (err, msg) pairs into outcomes."""
-        acked = False
         outcomes = batch.outcomes
         for i, pair in enumerate(batch.raw):
             if pair is None:
@@ -285,7 +278,6 @@ class KafkaBatchProducer:
                 offset = msg.offset()
                 if offset is not None and offset >= 0:
                     outcomes[i] = Delivered(msg.partition(), offset)
-                    acked = True
                 else:
                     outcomes[i] = DeliveryError("NO_OFFSET", "acknowledged without an offset")
                 continue
@@ -293,8 +285,6 @@ class KafkaBatchProducer:
             outcomes[i] = error
             if error.fatal:
                 self._fatal = error
-        if acked:
-            self.brokers_down = False
 
     def close(self, timeout: float) -> None:
         """Flush what is queued (bounded), then drop the client."""

@@ -17,12 +17,11 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import cast
 
 from payment_events.errors import ConfigurationError
 from payment_events.ops.observer import NullObserver, RelayObserver
@@ -36,7 +35,7 @@ from payment_events.relay.decisions import (
     producible,
     resolve_batch,
 )
-from payment_events.relay.ports import BatchProducer, PipelinedProducer, Waker
+from payment_events.relay.ports import BatchProducer, Waker
 from payment_events.relay.reporting import dead_letter, report
 from payment_events.relay.settings import RelayConfig
 from payment_events.relay.wakeup import SleepWaker
@@ -61,15 +60,6 @@ class CycleReport:
 
 
 _EMPTY = CycleReport(0, 0, 0, 0, 0, False)
-
-
-@dataclass(slots=True)
-class _InFlight:
-    """A batch handed to the producer whose delivery reports are still coming in (pipelined mode)."""
-
-    group: int
-    records: list[OutboxRecord]
-    sent: Any
 
 
 @dataclass(slots=True)
@@ -114,11 +104,7 @@ class Relay:
             )
         self._closers = list(closers)
         self._closed = False
-        self._pipelined = self.config.pipeline and isinstance(producer, PipelinedProducer)
-        self._inflight: deque[_InFlight] = deque()
-        self._overlap = (
-            self.config.overlap_marks and not self._pipelined and isinstance(store, ExcludingClaim)
-        )
+        self._overlap = self.config.overlap_marks and isinstance(store, ExcludingClaim)
         self._marking: _Marking | None = None
         self._marker: ThreadPoolExecutor | None = None
         self._store = store
@@ -163,13 +149,12 @@ class Relay:
                     self._sleep(self._paused_until - time.monotonic())
                     continue
                 cycle = self._guarded_cycle()
-                if cycle is None or self._stopping or self._inflight:
+                if cycle is None or self._stopping:
                     continue
                 wait = next_wait(cycle.claimed, self.config.batch_size, self.config.poll_interval_seconds)
                 if wait > 0 and not cycle.outage and self._settle_marks():
                     self._wake_or_poll(wait)
         finally:
-            self._complete_inflight()
             self._settle_marks()
             self._shutdown()
 
@@ -184,44 +169,26 @@ class Relay:
                 cycle = self.run_once()
                 cycles += 1
                 total += cycle.published + cycle.retried + cycle.dead
-                if (cycle.claimed < self.config.batch_size or cycle.outage) and not self._inflight:
+                if cycle.claimed < self.config.batch_size or cycle.outage:
                     break
         finally:
-            total += self._complete_inflight()
             self._join_marking()  # a failure to commit the last marks propagates, like a failed resolve
         return total
 
     # ------------------------------------------------------------------ one cycle
     def run_once(self) -> CycleReport:
-        """One cycle: claim a batch, produce it, wait for its reports, resolve it. Store errors propagate.
-
-        Pipelined (``RelayConfig.pipeline``): the owned shards form two groups; while one group's batch
-        waits for its acks the other group's batch is claimed and sent, then the oldest batch in flight
-        is completed and resolved. Keys never cross groups, so no key is in flight twice.
-        """
+        """One cycle: claim a batch, produce it, wait for its reports, resolve it. Store errors propagate."""
         if self._leases is not None and self._shards is None:
             self._refresh_leases(force=True)
-        if not self._pipelined:
-            shards = self._shards
-            if shards is not None and not shards:
-                return _EMPTY
-            records = self._claim(shards)
-            if not records:
-                return _EMPTY
-            # Malformed rows (OutboxRecord.defect) are never produced: they go straight to dead.
-            produced = self._producer.produce_batch(producible(records), self.config.delivery_timeout_seconds)
-            return self._finish(records, merge_outcomes(records, produced))
-        if not self._lease_refresh_due():
-            busy = {flight.group for flight in self._inflight}
-            for index, group in enumerate(self._shard_groups()):
-                if index not in busy and not self._stopping:
-                    records = self._claim(group)
-                    if records:
-                        sent = cast(PipelinedProducer, self._producer).send(producible(records))
-                        self._inflight.append(_InFlight(index, records, sent))
-        if not self._inflight:
+        shards = self._shards
+        if shards is not None and not shards:
             return _EMPTY
-        return self._complete_oldest()
+        records = self._claim(shards)
+        if not records:
+            return _EMPTY
+        # Malformed rows (OutboxRecord.defect) are never produced: they go straight to dead.
+        produced = self._producer.produce_batch(producible(records), self.config.delivery_timeout_seconds)
+        return self._finish(records, merge_outcomes(records, produced))
 
     def _claim(self, shards: frozenset[int] | None) -> list[OutboxRecord]:
         if self._marking is not None:
@@ -234,12 +201,6 @@ class Relay:
         if records:
             self._observer.batch(len(records))
         return records
-
-    def _complete_oldest(self) -> CycleReport:
-        flight = self._inflight.popleft()
-        producer = cast(PipelinedProducer, self._producer)
-        produced = producer.wait(flight.sent, self.config.delivery_timeout_seconds)
-        return self._finish(flight.records, merge_outcomes(flight.records, produced))
 
     def _finish(self, records: list[OutboxRecord], outcomes: list[Outcome]) -> CycleReport:
         """Resolve a produced batch: decide, copy dead rows to the DLQ, mark, report.
@@ -276,12 +237,6 @@ class Relay:
             outage=resolution.outage,
         )
 
-    def _shard_groups(self) -> list[frozenset[int] | None]:
-        """The pipeline's two disjoint shard groups (alternate shards of the owned ones)."""
-        owned = self._shards if self._leases is not None else frozenset(range(self.config.shard_count))
-        ordered = sorted(owned or ())
-        return [frozenset(g) for g in (ordered[0::2], ordered[1::2]) if g]
-
     def _join_marking(self) -> None:
         """Wait for the background marks of the previous batch (if any) and report it; a failure to
         commit them is raised here (their rows stay pending and are claimed again)."""
@@ -310,24 +265,6 @@ class Relay:
             self._paused_until = time.monotonic() + delay
             return False
         return True
-
-    def _lease_refresh_due(self) -> bool:
-        return self._leases is not None and time.monotonic() >= self._next_lease_refresh
-
-    def _complete_inflight(self) -> int:
-        """Wait for and resolve every batch still in flight (shutdown, end of a drain); return how many
-        rows were resolved."""
-        resolved = 0
-        while self._inflight:
-            try:
-                cycle = self._complete_oldest()
-                resolved += cycle.published + cycle.retried + cycle.dead
-            except Exception as exc:  # noqa: BLE001 - its rows stay pending and are claimed again
-                log.error(
-                    "resolving an in-flight batch failed",
-                    extra={"event": "relay.cycle_failed", "error": type(exc).__name__},
-                )
-        return resolved
 
     def _guarded_cycle(self) -> CycleReport | None:
         """One cycle; an unexpected error is logged and paused on, never fatal to the loop."""
@@ -361,7 +298,6 @@ class Relay:
             self._outages = 0
         return report
 
-    # ------------------------------------------------------------------ outcomes
     # ------------------------------------------------------------------ housekeeping
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -382,9 +318,7 @@ class Relay:
             self._observer.database_reachable(False)
 
     def _refresh_leases(self, *, force: bool) -> None:
-        # Shards change hands only while nothing is in flight: a pipelined relay stops topping up when
-        # a refresh is due, and refreshes once its last batch is resolved.
-        if self._leases is None or self._inflight:
+        if self._leases is None:
             return
         if not force and time.monotonic() < self._next_lease_refresh:
             return

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from payment_events.relay.decisions import Outcome
 
@@ -60,19 +60,6 @@ class BatchProducer(Protocol):
 
     def close(self, timeout: float) -> None:
         """Deliver what is still queued (up to ``timeout`` seconds) and release the client."""
-        ...
-
-
-@runtime_checkable
-class PipelinedProducer(BatchProducer, Protocol):
-    """A producer that can have several batches in flight: ``send`` now, ``wait`` for outcomes later."""
-
-    def send(self, messages: Sequence[Producible]) -> object:
-        """Hand ``messages`` over and return a handle at once."""
-        ...
-
-    def wait(self, sent: object, timeout: float) -> list[Outcome]:
-        """The outcomes of a handle from :meth:`send`, waiting up to ``timeout`` seconds."""
         ...
 
 

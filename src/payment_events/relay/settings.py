@@ -60,15 +60,11 @@ class RelayConfig:
     """On PostgreSQL, wake up on LISTEN/NOTIFY (with polling as the fallback)."""
     notify_channel: str = NOTIFY_CHANNEL
     """The LISTEN channel."""
-    pipeline: bool = False
-    """Overlap database work with the broker's: two disjoint shard groups, one batch of each in flight
-    (claim and send one while the other waits for its acks). Same guarantees; more throughput when the
-    database and the broker each leave the other idle."""
     overlap_marks: bool = True
     """Commit a batch's marks in the background while the next batch is claimed and produced (the
     claim skips the rows still being marked). Used only when every row of the batch was published or
-    dead-lettered (any retry marks synchronously), with stores that offer ``claim_excluding`` and
-    without ``pipeline``. Same guarantees: if the marks fail, the next batch is not marked either."""
+    dead-lettered (any retry marks synchronously), with stores that offer ``claim_excluding``. Same
+    guarantees: if the marks fail, the next batch is not marked either."""
     producer_overrides: Mapping[str, Any] = field(default_factory=dict)
     """librdkafka settings merged over the relay's defaults (security settings go here)."""
 
