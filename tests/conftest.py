@@ -28,10 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests under tests/integration and tests/acceptance need the services: mark them so."""
+    """Tests under tests/integration and tests/acceptance, and contract cases that use a server fixture
+    (tests/contracts runs every adapter, PostgreSQL's among them), need the services: mark them so."""
     for item in items:
         parts = Path(str(item.fspath)).parts
-        if "integration" in parts or "acceptance" in parts:
+        fixtures = getattr(item, "fixturenames", ())
+        if "integration" in parts or "acceptance" in parts or {"pg_url", "kafka_bootstrap"} & set(fixtures):
             item.add_marker(pytest.mark.integration)
 
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from payment_events.outbox.table import outbox_table
 from tests.acceptance.support import cli_env, run_cli
-from tests.integration.test_audit import Sent, ledger_row, produce
+from tests.integration.audit.test_audit import Sent, ledger_row, produce
 
 
 def _prepare(

@@ -28,7 +28,7 @@ from payment_events.outbox.ports import (
 from payment_events.relay import Relay, RelayConfig
 from payment_events.relay.ports import Producible
 from payment_events.testing import InMemoryOutboxStore
-from tests.unit.relay_fakes import FakeClock, FakeLeases, FakeProducer, FakeStore, event_id_of
+from tests.unit.relay.fakes import FakeClock, FakeLeases, FakeProducer, FakeStore, event_id_of
 
 TOPIC = "payment.events"
 

@@ -13,7 +13,7 @@ from payment_events.ops.observer import NullObserver
 from payment_events.outbox.ports import DEAD, PENDING, PUBLISHED
 from payment_events.relay import Relay, RelayConfig
 from payment_events.relay.ports import Producible
-from tests.unit.relay_fakes import FakeClock, FakeLeases, FakeProducer, FakeStore, event_id_of
+from tests.unit.relay.fakes import FakeClock, FakeLeases, FakeProducer, FakeStore, event_id_of
 
 TOPIC = "payment.events"
 

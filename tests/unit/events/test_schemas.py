@@ -30,7 +30,7 @@ from payment_events.events.schemas import (
     stale_schema_files,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMMITTED = ROOT / "schemas"
 KEYS = sorted(generate_schemas())
 

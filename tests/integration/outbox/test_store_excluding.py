@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from payment_events.outbox.ports import Retry
-from tests.integration.test_store_malformed import T0, Backend, _memory_backend, _sql_backend
+from tests.integration.outbox.test_store_malformed_rows import T0, Backend, _memory_backend, _sql_backend
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])

@@ -10,7 +10,7 @@ from payment_events.events.codec import encode
 from payment_events.relay import Relay, RelayConfig
 from payment_events.relay.ports import Producible
 from payment_events.testing import InMemoryOutboxStore
-from tests.unit.relay_fakes import FakeProducer, event_id_of
+from tests.unit.relay.fakes import FakeProducer, event_id_of
 
 
 def event(key: str, seq: int) -> PaymentSucceeded:

@@ -187,7 +187,7 @@ def test_operations_doc_lists_every_option_and_its_toml_example_loads(tmp_path: 
     """docs/operations.md names every option's environment variable, and its TOML example is valid."""
     import re
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
     for name in option_names():
         assert f"`{env_var(name)}`" in doc, name
     example = re.search(r"```toml\n(.*?)```", doc, re.DOTALL)

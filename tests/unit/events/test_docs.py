@@ -10,7 +10,7 @@ import pytest
 from payment_events.events import CURRENT_EVENT_CLASSES, BaseEvent
 from payment_events.events.examples import example_payload
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "events.md"
 EXAMPLE = re.compile(r"<!-- example:(\w+):v(\d+) -->\n```json\n(.*?)\n```", re.DOTALL)
 
 

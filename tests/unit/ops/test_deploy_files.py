@@ -8,7 +8,7 @@ from pathlib import Path
 
 from payment_events.ops.metrics import METRIC_NAMES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 _SUFFIXES = ("_bucket", "_count", "_sum", "_total")
 
 

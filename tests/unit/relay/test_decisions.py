@@ -24,7 +24,7 @@ from payment_events.relay.decisions import (
     next_wait,
     resolve_batch,
 )
-from tests.unit.relay_fakes import T0
+from tests.unit.relay.fakes import T0
 
 POLICY = RetryPolicy(base_seconds=0.5, cap_seconds=60.0, max_attempts=5)
 

@@ -27,7 +27,7 @@ from payment_events.relay.decisions import (
     producible,
     resolve_batch,
 )
-from tests.unit.relay_fakes import T0, FakeClock, FakeLeases, FakeProducer, FakeStore, event_id_of
+from tests.unit.relay.fakes import T0, FakeClock, FakeLeases, FakeProducer, FakeStore, event_id_of
 
 POLICY = RetryPolicy(base_seconds=0.5, cap_seconds=60.0, max_attempts=5)
 TRANSIENT = DeliveryError("_MSG_TIMED_OUT", "timed out", retriable=True)
