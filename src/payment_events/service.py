@@ -96,6 +96,7 @@ def build_relay(
     from sqlalchemy.engine import make_url
 
     from payment_events.kafka.producer import KafkaBatchProducer, producer_config
+    from payment_events.kafka.topics import validate_topic_name
     from payment_events.outbox.leases import AllShards, PostgresShardLeases
     from payment_events.outbox.ports import ShardLeases
     from payment_events.outbox.store import SqlOutboxStore
@@ -103,6 +104,8 @@ def build_relay(
     from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker
 
     config = config or RelayConfig()
+    if config.dlq_topic is not None:
+        validate_topic_name(config.dlq_topic, "relay option dlq_topic")
     url = make_url(database_url)
     backend = url.get_backend_name()
     # Everything opened so far, closed in reverse if building fails half way (or by the relay later).
@@ -202,7 +205,7 @@ def serve(settings: Settings) -> int:
     from prometheus_client import disable_created_metrics
 
     from payment_events.ops.alerts import AlertingObserver, WebhookNotifier
-    from payment_events.ops.health import HealthState, ProbeSink, ReachabilityProbe
+    from payment_events.ops.health import HealthState, ProbeSink, ReachabilityChecks, ReachabilityProbe
     from payment_events.ops.logs import get_logger
     from payment_events.ops.metrics import FanOutObserver, PrometheusObserver
     from payment_events.outbox import migrate
@@ -238,7 +241,7 @@ def serve(settings: Settings) -> int:
         stack.callback(relay.close)  # idempotent; run() closes too, this covers a failed start
         if settings.database_url.startswith("sqlite"):
             observer.shards_owned(settings.relay_shard_count)  # one relay owns every shard on SQLite
-        checks = _Checks(settings)
+        checks = ReachabilityChecks(settings.kafka_config(), settings.database_url)
         stack.callback(checks.close)
         probe = ReachabilityProbe(
             ProbeSink(state, metrics, alerts),
@@ -308,38 +311,6 @@ def _health_server(settings: Settings, state: HealthState, registry: CollectorRe
             f"({exc.strerror or exc}): choose another address with --metrics-host/--metrics-port "
             f"({env_var('metrics_port')}), or --no-metrics-enabled"
         ) from None
-
-
-class _Checks:
-    """The probe's two checks: broker metadata and ``SELECT 1``, each on its own small client."""
-
-    def __init__(self, settings: Settings) -> None:
-        import sqlalchemy as sa
-        from confluent_kafka.admin import AdminClient
-
-        self._admin = AdminClient({**settings.kafka_config(), "socket.timeout.ms": 3000})
-        self._engine = sa.create_engine(settings.database_url, pool_pre_ping=True)
-        if self._engine.dialect.name == "sqlite":
-            from payment_events.outbox.sqlite import configure_sqlite
-
-            configure_sqlite(self._engine)  # a busy timeout, so the relay's writes do not read as an outage
-
-    def broker(self) -> bool:
-        """True when a broker answers a metadata request within 3 s."""
-        self._admin.list_topics(timeout=3)
-        return True
-
-    def database(self) -> bool:
-        """True when the database answers ``SELECT 1``."""
-        import sqlalchemy as sa
-
-        with self._engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-        return True
-
-    def close(self) -> None:
-        """Release the database pool."""
-        self._engine.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from payment_events.config.settings import (
     Settings,
     mask_url,
     parse_duration,
-    parse_routing,
 )
 from payment_events.config.sources import load_settings, unknown_environment
 
@@ -38,6 +37,5 @@ __all__ = [
     "option_help",
     "option_names",
     "parse_duration",
-    "parse_routing",
     "unknown_environment",
 ]

@@ -10,13 +10,16 @@ are ``SecretStr`` or masked, they have no command-line flag (a flag would show i
 Invalid values raise :class:`~payment_events.errors.ConfigurationError` naming the option, where it came
 from (environment variable, flag, file) and the expected form. Nothing here imports SQLAlchemy or
 confluent_kafka, so loading settings is fast.
+
+Why this module is longer than the house's 400 lines: it is one model, and most of it is the declaration
+of its options with their metadata (group, form, help). Splitting the fields would scatter what an
+operator reads as one list; loading and option metadata already live in ``sources`` and ``options``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -26,9 +29,12 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from payment_events.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from payment_events.kafka.topics import TopicRouter
@@ -40,8 +46,22 @@ CONFIG_FILE_ENV = "PAYMENT_EVENTS_CONFIG"
 _DURATION_FORM = "a duration such as 500ms, 30s, 5m, 2h or 7d (a bare number means seconds)"
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _HOST_PORT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
+_RELAY_FIELDS = {
+    "relay_batch_size": "batch_size",
+    "relay_max_attempts": "max_attempts",
+    "relay_backoff_base": "backoff_base_seconds",
+    "relay_backoff_cap": "backoff_cap_seconds",
+    "relay_poll_interval": "poll_interval_seconds",
+    "relay_delivery_timeout": "delivery_timeout_seconds",
+    "relay_lease_refresh": "lease_refresh_seconds",
+    "relay_backlog_interval": "backlog_interval_seconds",
+    "relay_shard_count": "shard_count",
+    "retention": "retention_seconds",
+    "purge_interval": "purge_interval_seconds",
+    "purge_batch_size": "purge_batch_size",
+}
+"""Settings that are relay options: their limits are the relay's (:data:`RELAY_LIMITS`)."""
 SECRET_FIELDS = frozenset({"kafka_sasl_password", "kafka_ssl_key_password", "alert_webhook_url"})
 
 
@@ -60,21 +80,23 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
-def parse_routing(value: object) -> dict[str, str]:
-    """An event-type -> topic mapping from a TOML table, a dict, or ``Type=topic,Type2=topic2``."""
-    if isinstance(value, Mapping):
-        return {str(k): str(v) for k, v in value.items()}
-    if isinstance(value, str):
-        routing: dict[str, str] = {}
-        for part in value.split(","):
-            if not part.strip():
-                continue
-            event_type, sep, topic = part.partition("=")
-            if not sep or not event_type.strip() or not topic.strip():
-                raise ValueError("expected EventType=topic pairs separated by commas")
-            routing[event_type.strip()] = topic.strip()
-        return routing
-    raise ValueError("expected EventType=topic pairs separated by commas, or a TOML table")
+def _parse_routing(value: object) -> dict[str, str]:
+    from payment_events.kafka.topics import parse_routing
+
+    try:
+        return parse_routing(value)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _checked_topic(name: str, option: str) -> str:
+    """Kafka's topic-name rules (one home: :func:`payment_events.kafka.topics.validate_topic_name`)."""
+    from payment_events.kafka.topics import validate_topic_name
+
+    try:
+        return validate_topic_name(name, option)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def mask_url(url: str) -> str:
@@ -259,10 +281,9 @@ class Settings(BaseModel):
     @field_validator("topic_routing", mode="before")
     @classmethod
     def _routing(cls, value: object) -> dict[str, str]:
-        routing = parse_routing(value)
-        for topic in routing.values():
-            if not _TOPIC_RE.match(topic):
-                raise ValueError(f"topic names use [A-Za-z0-9._-], 1-249 characters; got {topic!r}")
+        routing = _parse_routing(value)
+        for event_type, topic in routing.items():
+            _checked_topic(topic, f"the topic route for {event_type}")
         return routing
 
     @field_validator("log_level", mode="before")
@@ -302,10 +323,8 @@ class Settings(BaseModel):
 
     @field_validator("topic", "dlq_topic")
     @classmethod
-    def _topic_name(cls, value: str) -> str:
-        if not _TOPIC_RE.match(value):
-            raise ValueError("topic names use [A-Za-z0-9._-], 1-249 characters")
-        return value
+    def _topic_name(cls, value: str, info: ValidationInfo) -> str:
+        return _checked_topic(value, str(info.field_name))
 
     @field_validator("kafka_ssl_ca_location", "kafka_ssl_certificate_location", "kafka_ssl_key_location")
     @classmethod
@@ -321,25 +340,17 @@ class Settings(BaseModel):
             raise ValueError("expected an integer >= 1")
         return value
 
-    @field_validator("relay_max_attempts")
+    @field_validator(*_RELAY_FIELDS)
     @classmethod
-    def _attempts(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError("expected an integer >= 0")
-        return value
+    def _relay_limit(cls, value: Any, info: ValidationInfo) -> Any:
+        # The relay's own limits (one home: payment_events.relay.settings.RELAY_LIMITS).
+        from payment_events.relay.settings import check_relay_option
 
-    @field_validator("relay_batch_size", "purge_batch_size")
-    @classmethod
-    def _batch(cls, value: int) -> int:
-        if not 1 <= value <= 100_000:
-            raise ValueError("expected an integer from 1 to 100000")
-        return value
-
-    @field_validator("relay_shard_count")
-    @classmethod
-    def _shards(cls, value: int) -> int:
-        if not 1 <= value <= 32767:
-            raise ValueError("expected an integer from 1 to 32767")
+        name = _RELAY_FIELDS[str(info.field_name)]
+        try:
+            check_relay_option(name, (value or None) if name == "max_attempts" else value)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc).replace(f"relay option {name} ", "")) from None
         return value
 
     @field_validator("metrics_port")
@@ -365,8 +376,12 @@ class Settings(BaseModel):
                 "topic_min_insync_replicas must not exceed topic_replication_factor "
                 f"({self.topic_min_insync_replicas} > {self.topic_replication_factor})"
             )
-        if self.relay_backoff_base > self.relay_backoff_cap:
-            raise ValueError("relay_backoff_base must not exceed relay_backoff_cap")
+        from payment_events.relay.settings import check_backoff
+
+        try:
+            check_backoff(self.relay_backoff_base, self.relay_backoff_cap)
+        except ConfigurationError:
+            raise ValueError("relay_backoff_base must not exceed relay_backoff_cap") from None
         if self.health_liveness_timeout <= self.relay_backoff_cap:
             raise ValueError(
                 f"health_liveness_timeout ({self.health_liveness_timeout:g}s) must be longer than "

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from payment_events.errors import PermanentPublishError, PublishError, TransientPublishError
 from payment_events.events.publisher import PublishMethodsMixin
+from payment_events.kafka.client import flush_then_purge
 from payment_events.kafka.topics import TopicRouter
 
 if TYPE_CHECKING:
@@ -196,14 +197,12 @@ class DirectPublisher(PublishMethodsMixin):
         self._closed = True
         self._stop_polling.set()
         self._thread.join()
-        left = self._producer.flush(max(0.0, timeout))
+        left = flush_then_purge(self._producer, timeout)
         if left:
             log.error(
-                "closing with undelivered events; they are lost",
+                "closed with undelivered events; they are lost",
                 extra={"event": "direct.close_undelivered", "count": left},
             )
-            self._producer.purge(in_queue=True, in_flight=True, blocking=True)
-            self._producer.flush(0)
 
     def __enter__(self) -> DirectPublisher:
         return self
@@ -228,7 +227,7 @@ def _publish_error(error: Any, event_id: str, topic: str) -> PublishError:
     from confluent_kafka import KafkaError
 
     from payment_events.kafka.producer import translate_error
-    from payment_events.relay.decisions import DeliveryError, is_permanent
+    from payment_events.relay.delivery import DeliveryError, is_permanent
 
     if isinstance(error, KafkaError):
         described = translate_error(error)

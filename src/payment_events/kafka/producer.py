@@ -33,7 +33,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from payment_events.relay.decisions import Delivered, DeliveryError, Outcome
+from payment_events.kafka.client import flush_then_purge
+from payment_events.relay.delivery import Delivered, DeliveryError, Outcome
 from payment_events.relay.ports import Producible
 
 log = logging.getLogger("payment_events.kafka.producer")
@@ -59,7 +60,6 @@ DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
 """Producer settings the relay uses unless overridden. ``acks=all`` + idempotence are not negotiable:
 overriding them with weaker values is refused by :func:`producer_config`."""
 
-_REQUIRED = {"enable.idempotence": True, "acks": "all"}
 _ACKS_ALL = {"all", "-1", -1}
 
 
@@ -289,13 +289,11 @@ class KafkaBatchProducer:
     def close(self, timeout: float) -> None:
         """Flush what is queued (bounded), then drop the client."""
         try:
-            left = self._producer.flush(max(0.0, timeout))
+            left = flush_then_purge(self._producer, timeout)
             if left:
                 log.error(
-                    "closing the producer with undelivered messages; their rows stay pending",
+                    "closed the producer with undelivered messages; their rows stay pending",
                     extra={"event": "relay.close_undelivered", "count": left},
                 )
-                self._producer.purge(in_queue=True, in_flight=True, blocking=False)
-                self._producer.poll(0)
         finally:
             self._producer = None

@@ -41,6 +41,28 @@ def validate_topic_name(name: object, option: str = "topic") -> str:
     return name
 
 
+def parse_routing(value: object) -> dict[str, str]:
+    """Event-type -> topic routes from a mapping (a TOML table) or the flag and environment form
+    ``"PaymentFailed=payment.failed,RefundProcessed=refund.processed"``. Names are checked by
+    :class:`TopicRouter`; here only the form (and a type given twice) is."""
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    if not isinstance(value, str):
+        raise ConfigurationError("expected EventType=topic pairs separated by commas, or a TOML table")
+    routes: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        event_type, sep, topic = part.partition("=")
+        event_type, topic = event_type.strip(), topic.strip()
+        if not sep or not event_type or not topic:
+            raise ConfigurationError(
+                f"topic route {part!r} must look like EventType=topic.name (comma-separated)"
+            )
+        if event_type in routes:
+            raise ConfigurationError(f"topic route for {event_type!r} is given twice")
+        routes[event_type] = topic
+    return routes
+
+
 def _metric_name(topic: str) -> str:
     # Kafka's metrics replace '.' with '_', so 'a.b' and 'a_b' collide; Kafka itself refuses the pair.
     return topic.replace(".", "_")
@@ -84,22 +106,6 @@ class TopicRouter:
                 raise ConfigurationError(
                     f"topics {other!r} and {topic!r} differ only by '.' versus '_', which Kafka refuses"
                 )
-
-    @classmethod
-    def from_spec(cls, default_topic: str = DEFAULT_TOPIC, spec: str = "") -> TopicRouter:
-        """Build from ``"PaymentFailed=payment.failed,RefundProcessed=refund.processed"`` (flags, env)."""
-        routes: dict[str, str] = {}
-        for part in filter(None, (p.strip() for p in spec.split(","))):
-            event_type, sep, topic = part.partition("=")
-            if not sep:
-                raise ConfigurationError(
-                    f"topic route {part!r} must look like EventType=topic.name (comma-separated)"
-                )
-            event_type, topic = event_type.strip(), topic.strip()
-            if event_type in routes:
-                raise ConfigurationError(f"topic route for {event_type!r} is given twice")
-            routes[event_type] = topic
-        return cls(default_topic, routes)
 
     @property
     def default_topic(self) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -304,3 +304,35 @@ def _make_handler(state: HealthState, registry: CollectorRegistry) -> type[BaseH
             _log.debug("health.request", path=self.path)
 
     return Handler
+
+
+class ReachabilityChecks:
+    """The probe's two checks: broker metadata and ``SELECT 1``, each on its own small client."""
+
+    def __init__(self, kafka_config: Mapping[str, Any], database_url: str) -> None:
+        import sqlalchemy as sa
+        from confluent_kafka.admin import AdminClient
+
+        self._admin = AdminClient({**kafka_config, "socket.timeout.ms": 3000})
+        self._engine = sa.create_engine(database_url, pool_pre_ping=True)
+        if self._engine.dialect.name == "sqlite":
+            from payment_events.outbox.sqlite import configure_sqlite
+
+            configure_sqlite(self._engine)  # a busy timeout, so the relay's writes do not read as an outage
+
+    def broker(self) -> bool:
+        """True when a broker answers a metadata request within 3 s."""
+        self._admin.list_topics(timeout=3)
+        return True
+
+    def database(self) -> bool:
+        """True when the database answers ``SELECT 1``."""
+        import sqlalchemy as sa
+
+        with self._engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        return True
+
+    def close(self) -> None:
+        """Release the database pool."""
+        self._engine.dispose()

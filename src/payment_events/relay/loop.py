@@ -27,7 +27,6 @@ from payment_events.errors import ConfigurationError
 from payment_events.ops.observer import NullObserver, RelayObserver
 from payment_events.outbox.ports import ExcludingClaim, OutboxRecord, OutboxStore, ShardLeases, utc_now
 from payment_events.relay.decisions import (
-    Outcome,
     Resolution,
     backoff_delay,
     merge_outcomes,
@@ -35,6 +34,7 @@ from payment_events.relay.decisions import (
     producible,
     resolve_batch,
 )
+from payment_events.relay.delivery import Outcome
 from payment_events.relay.ports import BatchProducer, Waker
 from payment_events.relay.reporting import dead_letter, report
 from payment_events.relay.settings import RelayConfig

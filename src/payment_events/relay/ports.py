@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from payment_events.relay.decisions import Outcome
+from payment_events.relay.delivery import Outcome
 
 
 class Producible(Protocol):

@@ -15,7 +15,6 @@ DEFAULT_DLQ_TOPIC = "payment.events.dlq"
 NOTIFY_CHANNEL = "payment_events_outbox"
 """The PostgreSQL LISTEN/NOTIFY channel the outbox publisher notifies on commit."""
 
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,8 @@ class RelayConfig:
     purge_max_batches: int = 20
     """Purge transactions per purge run, at most."""
     dlq_topic: str | None = DEFAULT_DLQ_TOPIC
-    """Dead-lettered events are copied to this topic (``None``: database state only)."""
+    """Dead-lettered events are copied to this topic (``None``: database state only). Its name is
+    checked where topics are known to Kafka (:func:`payment_events.service.build_relay`)."""
     shard_count: int = DEFAULT_SHARD_COUNT
     """Keys hash into this many shards; relay instances share them. Must match the writers."""
     lease_refresh_seconds: float = 5.0
@@ -70,32 +70,9 @@ class RelayConfig:
 
     def __post_init__(self) -> None:
         """Refuse values that cannot work, naming the option."""
-        _positive_int("batch_size", self.batch_size, maximum=100_000)
-        if self.max_attempts is not None:
-            _positive_int("max_attempts", self.max_attempts)
-        for name in (
-            "backoff_base_seconds",
-            "backoff_cap_seconds",
-            "poll_interval_seconds",
-            "delivery_timeout_seconds",
-            "purge_interval_seconds",
-            "lease_refresh_seconds",
-            "backlog_interval_seconds",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigurationError(f"relay option {name} must be a positive number of seconds")
-        if self.backoff_cap_seconds < self.backoff_base_seconds:
-            raise ConfigurationError("relay option backoff_cap_seconds must be >= backoff_base_seconds")
-        if isinstance(self.retention_seconds, bool) or self.retention_seconds < 0:
-            raise ConfigurationError("relay option retention_seconds must be >= 0 seconds")
-        _positive_int("purge_batch_size", self.purge_batch_size)
-        _positive_int("purge_max_batches", self.purge_max_batches)
-        _positive_int("shard_count", self.shard_count, maximum=MAX_SHARD_COUNT)
-        if self.dlq_topic is not None and not _TOPIC_RE.match(self.dlq_topic):
-            raise ConfigurationError(
-                "relay option dlq_topic must be 1-249 characters of letters, digits, '.', '_' or '-'"
-            )
+        for name in RELAY_LIMITS:
+            check_relay_option(name, getattr(self, name))
+        check_backoff(self.backoff_base_seconds, self.backoff_cap_seconds)
         if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", self.notify_channel):
             raise ConfigurationError("relay option notify_channel must be a lower-case SQL identifier")
 
@@ -105,8 +82,46 @@ class RelayConfig:
         return RetryPolicy(self.backoff_base_seconds, self.backoff_cap_seconds, self.max_attempts)
 
 
-def _positive_int(name: str, value: object, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"relay option {name} must be a positive integer")
-    if maximum is not None and value > maximum:
-        raise ConfigurationError(f"relay option {name} must be at most {maximum}")
+_DURATION = ("seconds", 0.0, None)
+RELAY_LIMITS: dict[str, tuple[str, float, float | None]] = {
+    "batch_size": ("int", 1, 100_000),
+    "max_attempts": ("optional int", 1, None),
+    "backoff_base_seconds": _DURATION,
+    "backoff_cap_seconds": _DURATION,
+    "poll_interval_seconds": _DURATION,
+    "delivery_timeout_seconds": _DURATION,
+    "retention_seconds": ("seconds or zero", 0.0, None),
+    "purge_interval_seconds": _DURATION,
+    "purge_batch_size": ("int", 1, 100_000),
+    "purge_max_batches": ("int", 1, None),
+    "shard_count": ("int", 1, MAX_SHARD_COUNT),
+    "lease_refresh_seconds": _DURATION,
+    "backlog_interval_seconds": _DURATION,
+}
+"""The one home of the relay's limits: (kind, minimum, maximum) per :class:`RelayConfig` field. The
+settings (``relay_*`` options) check their values here too, so the two can never disagree."""
+
+
+def check_relay_option(name: str, value: object) -> None:
+    """Raise ``ConfigurationError`` naming ``name`` when ``value`` is outside :data:`RELAY_LIMITS`."""
+    kind, low, high = RELAY_LIMITS[name]
+    if kind == "optional int" and value is None:
+        return
+    if kind in ("int", "optional int"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigurationError(f"relay option {name} must be an integer >= {low:g}")
+        if high is not None and value > high:
+            raise ConfigurationError(f"relay option {name} must be at most {high:g}")
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"relay option {name} must be a number of seconds")
+    if kind == "seconds" and value <= 0:
+        raise ConfigurationError(f"relay option {name} must be a positive number of seconds")
+    if value < 0:
+        raise ConfigurationError(f"relay option {name} must be >= 0 seconds")
+
+
+def check_backoff(base_seconds: float, cap_seconds: float) -> None:
+    """The first retry delay may not exceed the cap."""
+    if cap_seconds < base_seconds:
+        raise ConfigurationError("relay option backoff_cap_seconds must be >= backoff_base_seconds")

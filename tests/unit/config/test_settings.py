@@ -14,7 +14,6 @@ from payment_events.config import (
     mask_url,
     option_names,
     parse_duration,
-    parse_routing,
     unknown_environment,
 )
 from payment_events.errors import ConfigurationError
@@ -173,7 +172,6 @@ def test_helpers() -> None:
     assert parse_duration(12) == 12.0
     with pytest.raises(ValueError, match="duration"):
         parse_duration("-1s")
-    assert parse_routing("A=a.t, B=b.t") == {"A": "a.t", "B": "b.t"}
     assert mask_url("postgresql://u:p@h:5/d") == "postgresql://u:***@h:5/d"
     assert mask_url("sqlite:///x.db") == "sqlite:///x.db"
     assert flag("relay_batch_size") == "--relay-batch-size"

@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError, KafkaException
 from payment_events.errors import ConfigurationError
 from payment_events.kafka.producer import KafkaBatchProducer, producer_config, translate_error
 from payment_events.relay import Relay, RelayConfig
-from payment_events.relay.decisions import Delivered, DeliveryError, classify
+from payment_events.relay.delivery import Delivered, DeliveryError, is_permanent
 from payment_events.relay.ports import OutgoingMessage
 from payment_events.testing import InMemoryOutboxStore
 
@@ -40,14 +40,14 @@ def test_kafka_error_codes_translate_to_our_classification(code: int, expected: 
     """Each librdkafka code maps (through its name) to transient or permanent as documented."""
     described = translate_error(KafkaError(code))
     assert described.code == KafkaError(code).name()
-    assert classify(described) == expected
+    assert ("permanent" if is_permanent(described) else "transient") == expected
 
 
 def test_fatal_errors_are_transient_and_flagged() -> None:
     """A fatal error is retried (with a fresh producer), never dead-lettered."""
     described = translate_error(KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, fatal=True))
     assert described.fatal
-    assert classify(described) == "transient"
+    assert not is_permanent(described)
 
 
 @pytest.mark.parametrize(
@@ -193,7 +193,7 @@ def test_outstanding_reports_are_purged_at_the_deadline_and_the_producer_rebuilt
     assert outcomes[0] == Delivered(0, 0)
     assert isinstance(outcomes[1], DeliveryError)
     assert outcomes[1].code == "_PURGE_INFLIGHT"
-    assert classify(outcomes[1]) == "transient"
+    assert not is_permanent(outcomes[1])
     assert built[0].purged
     assert len(built) == 2
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from payment_events.errors import ConfigurationError
-from payment_events.kafka.topics import DEFAULT_TOPIC, TopicRouter, validate_topic_name
+from payment_events.kafka.topics import DEFAULT_TOPIC, TopicRouter, parse_routing, validate_topic_name
 
 
 def test_every_event_goes_to_the_aggregate_topic_by_default() -> None:
@@ -23,9 +23,10 @@ def test_routes_send_chosen_types_elsewhere() -> None:
     assert router.topics == ("payment.events", "payment.failed")
 
 
-def test_from_spec_parses_flag_syntax() -> None:
+def test_parse_routing_reads_the_flag_syntax() -> None:
     """The 'Type=topic,Type=topic' form used by flags and environment variables builds the same router."""
-    router = TopicRouter.from_spec("payments", " PaymentFailed = payment.failed , RefundProcessed=refunds ")
+    spec = " PaymentFailed = payment.failed , RefundProcessed=refunds "
+    router = TopicRouter("payments", parse_routing(spec))
     expected = {"PaymentFailed": "payment.failed", "RefundProcessed": "refunds"}
     assert router == TopicRouter("payments", expected)
     assert hash(router) == hash(TopicRouter("payments", router.routes))
@@ -65,7 +66,7 @@ def test_valid_topic_names_pass() -> None:
 def test_bad_route_specs_are_refused(spec: str, fragment: str) -> None:
     """Malformed routes fail at start with a message naming the problem."""
     with pytest.raises(ConfigurationError, match=fragment):
-        TopicRouter.from_spec(DEFAULT_TOPIC, spec)
+        TopicRouter(DEFAULT_TOPIC, parse_routing(spec))
 
 
 def test_unknown_event_type_routes_are_refused_when_types_are_known() -> None:

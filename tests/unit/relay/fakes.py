@@ -20,7 +20,7 @@ from payment_events.outbox.ports import (
     Published,
     Retry,
 )
-from payment_events.relay.decisions import Delivered, DeliveryError, Outcome
+from payment_events.relay.delivery import Delivered, DeliveryError, Outcome
 from payment_events.relay.ports import Producible
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -16,17 +16,8 @@ from payment_events.outbox.headers import (
 )
 from payment_events.outbox.ports import DEAD, PENDING, PUBLISHED, OutboxRecord, row_defect
 from payment_events.relay import Relay, RelayConfig
-from payment_events.relay.decisions import (
-    MALFORMED_ROW,
-    PERMANENT_CODES,
-    Delivered,
-    DeliveryError,
-    RetryPolicy,
-    is_outage,
-    merge_outcomes,
-    producible,
-    resolve_batch,
-)
+from payment_events.relay.decisions import RetryPolicy, is_outage, merge_outcomes, producible, resolve_batch
+from payment_events.relay.delivery import MALFORMED_ROW, PERMANENT_CODES, Delivered, DeliveryError
 from tests.unit.relay.fakes import T0, FakeClock, FakeLeases, FakeProducer, FakeStore, event_id_of
 
 POLICY = RetryPolicy(base_seconds=0.5, cap_seconds=60.0, max_attempts=5)
