@@ -81,3 +81,15 @@ def test_published_rows_show_partition_and_offset() -> None:
     store.resolve([Published(row_id, 3, 17)], [], [])
     [row] = store.rows
     assert (row.state, row.kafka_partition, row.kafka_offset) == ("published", 3, 17)
+
+
+def test_the_fakes_users_get_import_no_database_or_kafka_client() -> None:
+    """``import payment_events.testing`` (in a user's unit tests) loads neither SQLAlchemy nor a driver nor
+    librdkafka: the fakes stand alone."""
+    import subprocess
+    import sys
+
+    heavy = ("sqlalchemy", "psycopg", "alembic", "confluent_kafka")
+    probe = f"import sys, payment_events.testing; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -178,16 +178,6 @@ class AuditReport:
         """The report as JSON (what ``payment-events audit --json`` prints)."""
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
-    def summary_line(self) -> str:
-        """One line: the overall figures."""
-        t = self.overall
-        return (
-            f"committed={t.committed} delivered={t.delivered} lost={t.lost} expired={t.expired} "
-            f"pending={t.pending} "
-            f"dead={t.dead} duplicates={t.duplicates} order_violations={t.order_violations} "
-            f"ledger_mismatches={t.ledger_mismatches} unknown={t.unknown} purged={t.purged}"
-        )
-
     def render_text(self) -> str:
         """A human-readable report: verdict, a table per event type, then the first details."""
         lines = [

@@ -317,7 +317,7 @@ def test_audit_of_a_busy_outbox_reports_nothing_lost_or_unknown() -> None:
     for report in reports:
         t = report.overall
         figures = (t.lost, t.unknown, t.ledger_mismatches, t.order_violations)
-        assert figures == (0, 0, 0, 0), report.summary_line()
+        assert figures == (0, 0, 0, 0), report.render_text()
     assert final.overall.committed == len(writers.log.committed) == 3000
     assert final.overall.delivered == 3000
     assert final.overall.pending == 0
