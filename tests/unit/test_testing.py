@@ -93,3 +93,20 @@ def test_the_fakes_users_get_import_no_database_or_kafka_client() -> None:
     probe = f"import sys, payment_events.testing; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_relay_fakes_example_in_the_outbox_docs_runs() -> None:
+    """docs/outbox.md's example drives a real Relay over the in-memory store, producer and clock."""
+    import re
+    from pathlib import Path
+
+    from payment_events import PaymentSucceeded
+    from payment_events.events.examples import example_event
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "outbox.md").read_text()
+    section = doc.split("The relay's other ports have fakes too", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert block is not None
+    namespace = {"event": example_event(PaymentSucceeded)}
+    exec(compile(block.group(1), "docs/outbox.md", "exec"), namespace)  # noqa: S102 - our own docs
+    assert len(namespace["producer"].messages("payment.events")) == 1  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""In-memory fakes for your own tests: an outbox store and a publisher, no database and no broker.
+"""In-memory fakes of the outbox for your own tests: a store and a publisher, no database and no broker.
 
 ``InMemoryOutboxStore`` implements :class:`~payment_events.outbox.ports.OutboxStore` with the same
 semantics as the SQL store (the same contract test suite runs against both): claim by state in id
