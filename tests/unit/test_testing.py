@@ -6,24 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from payment_events.events import PaymentSucceeded
 from payment_events.events.codec import decode
 from payment_events.events.publisher import PaymentEventPublisher
 from payment_events.kafka.topics import TopicRouter
 from payment_events.outbox.ports import Published
 from payment_events.testing import InMemoryOutboxStore, InMemoryPublisher
-
-
-def succeeded(payment_id: str) -> PaymentSucceeded:
-    """A valid PaymentSucceeded keyed by ``payment_id``."""
-    return PaymentSucceeded(
-        payment_id=payment_id,
-        order_id="ord_1",
-        amount_paid=1999,
-        currency="EUR",
-        payment_gateway="stripe",
-        processed_at=datetime.now(UTC),
-    )
+from tests.events import succeeded
 
 
 def test_in_memory_publisher_records_events_and_fills_the_store() -> None:

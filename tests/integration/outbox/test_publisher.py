@@ -12,7 +12,7 @@ from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session
 
 from payment_events.errors import MigrationRequiredError, StoreError
-from payment_events.events import PaymentEvent, PaymentFailed, PaymentSucceeded, RefundProcessed
+from payment_events.events import PaymentEvent, RefundProcessed
 from payment_events.events.codec import decode, encode
 from payment_events.kafka.topics import TopicRouter
 from payment_events.outbox import migrate
@@ -21,30 +21,7 @@ from payment_events.outbox.sharding import shard_for
 from payment_events.outbox.store import SqlOutboxStore
 from payment_events.outbox.table import outbox_table
 from payment_events.relay.wakeup import libpq_dsn
-
-
-def succeeded(payment_id: str = "pay_1") -> PaymentSucceeded:
-    """A valid PaymentSucceeded keyed by ``payment_id``."""
-    return PaymentSucceeded(
-        payment_id=payment_id,
-        order_id="ord_1",
-        amount_paid=1999,
-        currency="EUR",
-        payment_gateway="stripe",
-        processed_at=datetime.now(UTC),
-    )
-
-
-def failed(payment_id: str = "pay_1") -> PaymentFailed:
-    """A valid PaymentFailed keyed by ``payment_id``."""
-    return PaymentFailed(
-        payment_id=payment_id,
-        order_id="ord_1",
-        amount=1999,
-        currency="EUR",
-        failure_reason="card_declined",
-        failed_at=datetime.now(UTC),
-    )
+from tests.events import failed, succeeded
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.orm import Session
 
 from payment_events.errors import MigrationRequiredError, StoreError
-from payment_events.events import PaymentEvent, PaymentSucceeded, RefundFailed
+from payment_events.events import PaymentEvent
 from payment_events.events.codec import decode, encode
 from payment_events.kafka.topics import TopicRouter
 from payment_events.outbox import migrate
@@ -21,31 +21,7 @@ from payment_events.outbox.sharding import shard_for
 from payment_events.outbox.sqlite import configure_sqlite
 from payment_events.outbox.store import SqlOutboxStore
 from payment_events.outbox.table import outbox_table
-
-
-def succeeded(payment_id: str = "pay_1") -> PaymentSucceeded:
-    """A valid PaymentSucceeded keyed by ``payment_id``."""
-    return PaymentSucceeded(
-        payment_id=payment_id,
-        order_id="ord_1",
-        amount_paid=1999,
-        currency="EUR",
-        payment_gateway="stripe",
-        processed_at=datetime.now(UTC),
-    )
-
-
-def refund_failed(payment_id: str = "pay_1") -> RefundFailed:
-    """A valid RefundFailed keyed by ``payment_id``."""
-    return RefundFailed(
-        refund_id="ref_1",
-        payment_id=payment_id,
-        order_id="ord_1",
-        amount=100,
-        currency="EUR",
-        failure_reason="insufficient balance",
-        failed_at=datetime.now(UTC),
-    )
+from tests.events import refund_failed, succeeded
 
 
 @pytest.fixture
