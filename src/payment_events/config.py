@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -82,19 +82,68 @@ def parse_routing(value: object) -> dict[str, str]:
     raise ValueError("expected EventType=topic pairs separated by commas, or a TOML table")
 
 
+# Query parameters whose value is a secret (libpq's password/sslpassword, driver variants). Paths to key
+# files (sslkey, passfile) are not secrets themselves and stay visible.
+_SECRET_QUERY_RE = re.compile(r"pass(word|wd)?$|secret|token|api[_-]?key|credential", re.IGNORECASE)
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str] | None:
+    """(``scheme://user``, the raw password or None, ``host...``) of ``url``, or None without ``://``.
+
+    Drivers and SQLAlchemy accept passwords written unencoded, with ``#``, ``?``, ``/`` or even ``@`` in
+    them, so the userinfo ends at the *last* ``@`` (an ``@`` later in the URL only makes more of it
+    hidden), and the password starts at the first ``:`` after the user name.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return f"{scheme}://", None, rest
+    user, colon, password = userinfo.partition(":")
+    return f"{scheme}://{user}@", (password if colon else None), host
+
+
+def url_has_secret(url: str) -> bool:
+    """Whether ``url`` carries a password, in its userinfo or in a password-like query parameter."""
+    split = _split_userinfo(url)
+    if split is None:
+        return False
+    _prefix, password, rest = split
+    if password is not None:
+        return True
+    _path, _q, query = rest.partition("?")
+    return any(_SECRET_QUERY_RE.search(part.partition("=")[0]) for part in re.split(r"[&;]", query))
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to print)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    """The database URL with every password replaced by ``***`` (safe to print and log).
+
+    The password is cut out at the last ``@`` of the authority (so raw ``#``, ``?``, ``/`` and ``@`` in it
+    are hidden whole), then the rest is parsed by SQLAlchemy's own ``make_url``, as the engine will
+    parse it, and rendered with ``hide_password=True``; password-like query parameters (``password``,
+    ``sslpassword``...) are masked too. A URL SQLAlchemy cannot parse is shown as ``***``.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    split = _split_userinfo(url)
+    if split is None:
         return "***"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    prefix, password, rest = split
+    try:
+        parsed = make_url(prefix + rest)
+    except (ArgumentError, ValueError):
+        return "***"
+    if password is not None:
+        parsed = parsed.set(password="***")  # noqa: S106 -- the mask, not a password
+    query = {
+        name: ("***" if _SECRET_QUERY_RE.search(name) else value) for name, value in parsed.query.items()
+    }
+    shown = parsed.set(query={}).render_as_string(hide_password=True)
+    if query:
+        shown += "?" + urlencode(query, doseq=True, safe="*/:,")
+    return shown
 
 
 def _opt(default: Any, group: str, form: str, help_text: str) -> Any:

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from payment_events.logs import configure_logging, get_logger, luhn_valid, redact_text
+from payment_events.events.card_numbers import luhn_valid
+from payment_events.logs import configure_logging, get_logger, redact_text
 
 
 @pytest.fixture

@@ -64,9 +64,13 @@ UUID7_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-
 _ALWAYS_PRESENT = ("eventId", "eventType", "schemaVersion", "eventTimestamp", "source")
 
 
+_NUMBER_TEXT = re.compile(r"\s*[+-]?[0-9]+(?:\.[0-9]*)?\s*")
+
+
 def _only_datetime_or_text(value: object) -> object:
-    # pydantic would otherwise read numbers as Unix timestamps; an event time is never a bare number.
-    if isinstance(value, datetime | str):
+    # pydantic would otherwise read numbers (and digit strings) as Unix timestamps; an event time is
+    # never a bare number, and a digit string may be a card number that must not be turned into a date.
+    if isinstance(value, datetime) or (isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value)):
         return value
     msg = "expected an ISO 8601 / RFC 3339 timestamp with a UTC offset, e.g. 2026-01-31T12:00:00Z"
     raise ValueError(msg)
