@@ -87,6 +87,15 @@ def parse_routing(value: object) -> dict[str, str]:
 _SECRET_QUERY_RE = re.compile(r"pass(word|wd)?$|secret|token|api[_-]?key|credential", re.IGNORECASE)
 
 
+# A password-like query parameter and its value, written raw: the value may hold "#", "?", "/" or "@", so
+# it ends only where the next "&name=" begins (or at the end).
+_RAW_SECRET_PARAM_RE = re.compile(
+    r"(?P<key>[?&;][A-Za-z0-9_.-]*?(?:pass(?:word|wd)?|secret|token|api[_-]?key|credential)=)"
+    r"(?P<value>.*?)(?=&[A-Za-z_][A-Za-z0-9_.-]*=|$)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
 def _split_userinfo(url: str) -> tuple[str, str | None, str] | None:
     """(``scheme://user``, the raw password or None, ``host...``) of ``url``, or None without ``://``.
 
@@ -106,28 +115,26 @@ def _split_userinfo(url: str) -> tuple[str, str | None, str] | None:
 
 def url_has_secret(url: str) -> bool:
     """Whether ``url`` carries a password, in its userinfo or in a password-like query parameter."""
-    split = _split_userinfo(url)
-    if split is None:
-        return False
-    _prefix, password, rest = split
-    if password is not None:
+    if _RAW_SECRET_PARAM_RE.search(url):
         return True
-    _path, _q, query = rest.partition("?")
-    return any(_SECRET_QUERY_RE.search(part.partition("=")[0]) for part in re.split(r"[&;]", query))
+    split = _split_userinfo(url)
+    return split is not None and split[1] is not None
 
 
 def mask_url(url: str) -> str:
     """The database URL with every password replaced by ``***`` (safe to print and log).
 
-    The password is cut out at the last ``@`` of the authority (so raw ``#``, ``?``, ``/`` and ``@`` in it
-    are hidden whole), then the rest is parsed by SQLAlchemy's own ``make_url``, as the engine will
-    parse it, and rendered with ``hide_password=True``; password-like query parameters (``password``,
-    ``sslpassword``...) are masked too. A URL SQLAlchemy cannot parse is shown as ``***``.
+    Password-like query parameters (``password``, ``sslpassword``...) are masked up to the next
+    ``&name=``; then the userinfo password is cut out at the last ``@`` (so raw ``#``, ``?``, ``/`` and
+    ``@`` in it are hidden whole); the rest is parsed by SQLAlchemy's own ``make_url``, as the engine
+    parses it, and rendered with ``hide_password=True``. Masking errs on the side of hiding more. A URL
+    SQLAlchemy cannot parse is shown as ``***``.
     """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    split = _split_userinfo(url)
+    # Query parameters first: a raw "@" in their value must not be taken for the end of a userinfo.
+    split = _split_userinfo(_RAW_SECRET_PARAM_RE.sub(lambda m: m.group("key") + "***", url))
     if split is None:
         return "***"
     prefix, password, rest = split
@@ -346,6 +353,17 @@ class Settings(BaseModel):
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme.split("+", 1)[0] not in {"sqlite", "postgresql"}:
             raise ValueError("expected a URL starting with sqlite:/// or postgresql+psycopg://")
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value).port  # noqa: B018 -- the port is parsed lazily: make it fail here
+        except (ArgumentError, ValueError):
+            # SQLAlchemy ends the password at its first "@": a raw "@" there breaks the URL.
+            raise ValueError(
+                "SQLAlchemy cannot parse this URL; percent-encode special characters in the user name "
+                "and password (@ as %40, : as %3A, / as %2F, # as %23, ? as %3F)"
+            ) from None
         return value
 
     @field_validator("kafka_bootstrap_servers")

@@ -119,6 +119,22 @@ def test_luhn_and_text_redaction_leave_ordinary_numbers() -> None:
     assert redact_text("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "connecting to postgresql+psycopg://relay:pa/ss#1?x@db.internal:5432/outbox now",
+        "dsn=postgresql://relay@db.internal/outbox?sslmode=require&password=hunter2 ok",
+        "url 'postgresql://relay:hunter2@db.internal/outbox'",
+    ],
+)
+def test_urls_in_log_text_lose_every_password(text: str) -> None:
+    """The log filter masks URL passwords however they are written (raw /, #, ?, @; ?password=)."""
+    redacted = redact_text(text)
+    assert "hunter2" not in redacted
+    assert "pa/ss" not in redacted
+    assert "***" in redacted
+
+
 def test_event_field_style_keeps_the_event_name(stream: io.StringIO) -> None:
     """A prose message with extra={"event": ...} logs that event name and keeps the prose as message."""
     logging.getLogger("payment_events.relay.loop").info(
