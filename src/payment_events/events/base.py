@@ -29,12 +29,14 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 from payment_events.errors import InvalidEventError, SensitiveDataError
+from payment_events.events.uri_reference import is_uri_reference
 from payment_events.ids import is_uuid7, uuid7
 from payment_events.privacy import check_text, might_be_sensitive
 
 __all__ = [
     "DEFAULT_SOURCE",
     "ENVELOPE_FIELDS",
+    "FREE_TEXT_PATTERN",
     "UUID7_PATTERN",
     "BaseEvent",
     "Code",
@@ -107,10 +109,17 @@ Code = Annotated[
     StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$"),
 ]
 
-#: Human-readable text for people, not machines: 1-500 characters, no control characters.
+#: What free text may not hold: C0 and C1 control characters (U+0000-001F, U+007F-009F, so also U+0085
+#: NEXT LINE), the line and paragraph separators U+2028/U+2029 (they break log lines and JSON-in-JS), and
+#: the bidirectional embeddings, overrides and isolates U+202A-202E and U+2066-2069 (they reorder what a
+#: person reads: "Trojan Source"). The implicit marks U+200E/U+200F/U+061C stay allowed: right-to-left
+#: text needs them and they cannot reorder text on their own.
+FREE_TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+$"
+
+#: Human-readable text for people, not machines: 1-500 characters, no control or bidi-override characters.
 FreeText = Annotated[
     str,
-    StringConstraints(strict=True, min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    StringConstraints(strict=True, min_length=1, max_length=500, pattern=FREE_TEXT_PATTERN),
 ]
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -122,6 +131,17 @@ def _check_traceparent(value: str) -> str:
         msg = (
             "not a W3C traceparent: expected '00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>', "
             "lower case, ids not all zero"
+        )
+        raise ValueError(msg)
+    return value
+
+
+def _check_source(value: str) -> str:
+    if not is_uri_reference(value):
+        msg = (
+            "source must be an RFC 3986 URI-reference (CloudEvents): e.g. https://payments.example.com/eu "
+            "or urn:example:payment-service:eu; a scheme starts with a letter and holds only letters, "
+            "digits, + - . (not _), and a relative reference's first segment has no ':'"
         )
         raise ValueError(msg)
     return value
@@ -322,11 +342,13 @@ class BaseEvent(ContractModel):
 
     source: Annotated[
         str,
-        StringConstraints(
-            strict=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~/:\-]*$"
-        ),
+        StringConstraints(strict=True, min_length=1, max_length=128),
+        AfterValidator(_check_source),
+        Field(json_schema_extra={"format": "uri-reference"}),
     ] = DEFAULT_SOURCE
-    """The producing service (also the CloudEvents `source`), e.g. payment-service."""
+    """The producing service (also the CloudEvents `source`): an RFC 3986 URI-reference. Recommended: an
+    absolute URI naming the service and its deployment, e.g. https://payments.example.com/eu-west-1 or
+    urn:example:payment-service:eu; the default payment-service is a valid relative reference."""
 
     correlation_id: Identifier | None = None
     """Optional id tying this event to the request or saga that caused it."""
