@@ -218,6 +218,16 @@ def serve(settings: Settings) -> int:
     with contextlib.ExitStack() as stack:  # everything started below is stopped in reverse order
         metrics = PrometheusObserver()
         state = HealthState(settings.health_liveness_timeout)
+        # Signals first: a SIGTERM that arrives while the rest starts up (the HTTP server may already
+        # answer) must stop the relay cleanly, not kill the process with the default handler.
+        started: list[Relay] = []
+
+        def on_stop() -> None:
+            state.stopping()  # /readyz turns false at once; the relay finishes its cycle and exits
+            for relay_to_stop in started:
+                relay_to_stop.stop()
+
+        stack.enter_context(stop_on_signals(on_stop))
         server = _health_server(settings, state, metrics.registry) if settings.metrics_enabled else None
         if server is not None:
             stack.callback(server.stop)
@@ -239,6 +249,9 @@ def serve(settings: Settings) -> int:
             observer=observer,
         )
         stack.callback(relay.close)  # idempotent; run() closes too, this covers a failed start
+        started.append(relay)
+        if state.is_stopping:
+            relay.stop()  # a signal came before the relay existed
         if settings.database_url.startswith("sqlite"):
             observer.shards_owned(settings.relay_shard_count)  # one relay owns every shard on SQLite
         checks = ReachabilityChecks(settings.kafka_config(), settings.database_url)
@@ -251,11 +264,6 @@ def serve(settings: Settings) -> int:
         ).start()
         stack.callback(probe.stop)
 
-        def on_stop() -> None:
-            state.stopping()  # /readyz turns false at once; the relay finishes its cycle and exits
-            relay.stop()
-
-        stack.enter_context(stop_on_signals(on_stop))
         log.info(
             "relay.serving",
             database=mask_url(settings.database_url),

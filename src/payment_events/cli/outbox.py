@@ -89,8 +89,28 @@ def dlq_group() -> None:
 
 
 def _text(data: bytes) -> str:
-    """Bytes as text for display (keys and payloads are UTF-8 JSON/ids; anything else shown escaped)."""
-    return data.decode("utf-8", errors="backslashreplace")
+    """Bytes as text for display (keys and payloads are UTF-8 JSON/ids; anything else shown escaped),
+    with card numbers and secrets masked (:func:`_safe`)."""
+    return _safe(data.decode("utf-8", errors="backslashreplace"))
+
+
+def _payload_text(payload: bytes) -> str:
+    """The payload for display: JSON with ``\\uXXXX`` escapes undone (so masking sees every digit)."""
+    try:
+        return _safe(json.dumps(json.loads(payload), ensure_ascii=False, sort_keys=True))
+    except (ValueError, RecursionError):
+        return _text(payload)
+
+
+def _safe(text: str) -> str:
+    """``text`` with card numbers (any form the event checks refuse), URL passwords and tokens masked.
+
+    Rows written before the checks existed, or by hand, may hold what events now refuse: nothing an
+    operator prints is shown unmasked.
+    """
+    from payment_events.ops.logs import redact_text
+
+    return redact_text(text)
 
 
 def _store(settings: cfg.Settings) -> Any:
@@ -115,11 +135,11 @@ def dlq_list(
     items = [
         {
             "id": r.id,
-            "event_id": r.event_id,
-            "event_type": r.event_type,
+            "event_id": _safe(r.event_id),
+            "event_type": _safe(r.event_type),
             "key": _text(r.key),
             "attempts": r.attempts,
-            "last_error": r.last_error,
+            "last_error": None if r.last_error is None else _safe(r.last_error),
             "created_at": r.created_at.isoformat(),
         }
         for r in rows
@@ -155,25 +175,25 @@ def dlq_show(ctx: click.Context, /, row_id: int, with_payload: bool, as_json: bo
         ctx.exit(EXIT_FAILURE)
     data: dict[str, object] = {
         "id": row.id,
-        "event_id": row.event_id,
-        "event_type": row.event_type,
+        "event_id": _safe(row.event_id),
+        "event_type": _safe(row.event_type),
         "schema_version": row.schema_version,
-        "topic": row.topic,
+        "topic": _safe(row.topic),
         "key": _text(row.key),
         "state": row.state,
         "attempts": row.attempts,
-        "last_error": row.last_error,
+        "last_error": None if row.last_error is None else _safe(row.last_error),
         "shard": row.shard,
         "created_at": row.created_at.isoformat(),
         "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
         "published_at": row.published_at.isoformat() if row.published_at else None,
         "kafka_partition": row.kafka_partition,
         "kafka_offset": row.kafka_offset,
-        "headers": {k: _text(v) for k, v in row.headers},
+        "headers": {_safe(k): _text(v) for k, v in row.headers},
         "payload_bytes": len(row.payload),
     }
     if with_payload:
-        data["payload"] = _text(row.payload)
+        data["payload"] = _payload_text(row.payload)
     if as_json:
         emit_json(data)
         return

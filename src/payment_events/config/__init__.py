@@ -1,5 +1,6 @@
 """Configuration: one frozen :class:`Settings` object (``settings``), what each option is called and means
-(``options``), and where values come from: defaults < TOML file < environment < flags (``sources``)."""
+(``options``), where values come from: defaults < TOML file < environment < flags (``sources``), and
+how a database URL is shown without its secrets (``urls``)."""
 
 from payment_events.config.options import (
     env_var,
@@ -16,10 +17,10 @@ from payment_events.config.settings import (
     ENV_PREFIX,
     Duration,
     Settings,
-    mask_url,
     parse_duration,
 )
 from payment_events.config.sources import load_settings, unknown_environment
+from payment_events.config.urls import mask_url, url_has_secret
 
 __all__ = [
     "CONFIG_FILE_ENV",
@@ -38,4 +39,5 @@ __all__ = [
     "option_names",
     "parse_duration",
     "unknown_environment",
+    "url_has_secret",
 ]

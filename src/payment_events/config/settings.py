@@ -22,7 +22,7 @@ import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from payment_events.config.urls import mask_url
 from payment_events.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -97,21 +98,6 @@ def _checked_topic(name: str, option: str) -> str:
         return validate_topic_name(name, option)
     except ConfigurationError as exc:
         raise ValueError(str(exc)) from None
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to print)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def _opt(default: Any, group: str, form: str, help_text: str) -> Any:
@@ -307,6 +293,17 @@ class Settings(BaseModel):
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme.split("+", 1)[0] not in {"sqlite", "postgresql"}:
             raise ValueError("expected a URL starting with sqlite:/// or postgresql+psycopg://")
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value).port  # noqa: B018 -- the port is parsed lazily: make it fail here
+        except (ArgumentError, ValueError):
+            # SQLAlchemy ends the password at its first "@": a raw "@" there breaks the URL.
+            raise ValueError(
+                "SQLAlchemy cannot parse this URL; percent-encode special characters in the user name "
+                "and password (@ as %40, : as %3A, / as %2F, # as %23, ? as %3F)"
+            ) from None
         return value
 
     @field_validator("kafka_bootstrap_servers")

@@ -31,6 +31,7 @@ from payment_events.errors import (
 )
 from payment_events.events import BaseEvent, PaymentEvent
 from payment_events.events.envelope import contract_error
+from payment_events.events.privacy import shown_name
 from payment_events.events.registry import DEFAULT_REGISTRY, EventRegistry, schema_uri
 
 __all__ = ["CONTENT_TYPE", "EncodedEvent", "Headers", "decode", "encode"]
@@ -121,7 +122,7 @@ def _header_dict(headers: Headers) -> dict[str, bytes]:
         elif isinstance(raw, bytes | bytearray | memoryview):
             result[name] = bytes(raw)
         else:
-            msg = f"header {name!r} is a {type(raw).__name__}"
+            msg = f"header {shown_name(name)} is a {type(raw).__name__}"
             raise TypeError(msg)
     return result
 
@@ -167,7 +168,7 @@ def decode(
         msg = "value has no string eventType: it is not a payment event"
         raise SerializationError(msg)
     if type(version) is not int:
-        msg = f"{event_type[:64]!r} event has no integer schemaVersion"
+        msg = f"event of type {shown_name(event_type)} has no integer schemaVersion"
         raise SerializationError(msg)
     if headers is not None:
         _check_headers(headers, data)

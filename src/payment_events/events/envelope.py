@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from types import UnionType
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
 from pydantic import (
@@ -29,12 +28,15 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 from payment_events.errors import InvalidEventError, SensitiveDataError
+from payment_events.events.field_scan import scan_fields, scan_raw
 from payment_events.events.ids import is_uuid7, uuid7
 from payment_events.events.privacy import check_text, might_be_sensitive
+from payment_events.events.uri_reference import is_uri_reference
 
 __all__ = [
     "DEFAULT_SOURCE",
     "ENVELOPE_FIELDS",
+    "FREE_TEXT_PATTERN",
     "UUID7_PATTERN",
     "BaseEvent",
     "Code",
@@ -64,9 +66,13 @@ UUID7_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-
 _ALWAYS_PRESENT = ("eventId", "eventType", "schemaVersion", "eventTimestamp", "source")
 
 
+_NUMBER_TEXT = re.compile(r"\s*[+-]?[0-9]+(?:\.[0-9]*)?\s*")
+
+
 def _only_datetime_or_text(value: object) -> object:
-    # pydantic would otherwise read numbers as Unix timestamps; an event time is never a bare number.
-    if isinstance(value, datetime | str):
+    # pydantic would otherwise read numbers (and digit strings) as Unix timestamps; an event time is
+    # never a bare number, and a digit string may be a card number that must not be turned into a date.
+    if isinstance(value, datetime) or (isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value)):
         return value
     msg = "expected an ISO 8601 / RFC 3339 timestamp with a UTC offset, e.g. 2026-01-31T12:00:00Z"
     raise ValueError(msg)
@@ -103,10 +109,17 @@ Code = Annotated[
     StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$"),
 ]
 
-#: Human-readable text for people, not machines: 1-500 characters, no control characters.
+#: What free text may not hold: C0 and C1 control characters (U+0000-001F, U+007F-009F, so also U+0085
+#: NEXT LINE), the line and paragraph separators U+2028/U+2029 (they break log lines and JSON-in-JS), and
+#: the bidirectional embeddings, overrides and isolates U+202A-202E and U+2066-2069 (they reorder what a
+#: person reads: "Trojan Source"). The implicit marks U+200E/U+200F/U+061C stay allowed: right-to-left
+#: text needs them and they cannot reorder text on their own.
+FREE_TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+$"
+
+#: Human-readable text for people, not machines: 1-500 characters, no control or bidi-override characters.
 FreeText = Annotated[
     str,
-    StringConstraints(strict=True, min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    StringConstraints(strict=True, min_length=1, max_length=500, pattern=FREE_TEXT_PATTERN),
 ]
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -118,6 +131,17 @@ def _check_traceparent(value: str) -> str:
         msg = (
             "not a W3C traceparent: expected '00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>', "
             "lower case, ids not all zero"
+        )
+        raise ValueError(msg)
+    return value
+
+
+def _check_source(value: str) -> str:
+    if not is_uri_reference(value):
+        msg = (
+            "source must be an RFC 3986 URI-reference (CloudEvents): e.g. https://payments.example.com/eu "
+            "or urn:example:payment-service:eu; a scheme starts with a letter and holds only letters, "
+            "digits, + - . (not _), and a relative reference's first segment has no ':'"
         )
         raise ValueError(msg)
     return value
@@ -175,61 +199,6 @@ def contract_error(
     return InvalidEventError(f"invalid {name}: " + "; ".join(problems), problems)
 
 
-def scan_raw(path: str, data: object, model: type[BaseModel] | None) -> None:
-    """Refuse card data or secrets in any string (or key) of raw input, naming the field by wire name."""
-    if isinstance(data, str):
-        if might_be_sensitive(data):
-            check_text(path.rstrip(".") or "(event)", data)
-    elif isinstance(data, dict):
-        fields = model.model_fields if model is not None else {}
-        for key, value in data.items():
-            name = str(key)
-            if might_be_sensitive(name):
-                check_text("(a field name)", name)
-            info = fields.get(name)
-            wire_name = (info.alias or name) if info is not None else name
-            nested = _model_in(info.annotation) if info is not None else None
-            scan_raw(f"{path}{wire_name}.", value, nested)
-    elif isinstance(data, BaseModel):
-        scan_raw(path, data.__dict__, type(data))
-    elif isinstance(data, list | tuple):
-        for index, item in enumerate(data):
-            scan_raw(f"{path}{index}.", item, None)
-
-
-def _model_in(annotation: object) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-    return None
-
-
-def _is_closed_choice(annotation: object) -> bool:
-    """Whether every value a field accepts is a fixed literal (nothing free-form to scan)."""
-    if get_origin(annotation) is Literal:
-        return True
-    args = [arg for arg in get_args(annotation) if arg is not type(None)]
-    return bool(args) and get_origin(annotation) in (Union, UnionType) and all(map(_is_closed_choice, args))
-
-
-_scan_plans: dict[type[BaseModel], tuple[tuple[str, str], ...]] = {}
-
-
-def _scan_plan(model: type[BaseModel]) -> tuple[tuple[str, str], ...]:
-    """(python name, wire name) of the fields of ``model`` that may hold free-form strings or models."""
-    plan = _scan_plans.get(model)
-    if plan is None:
-        plan = tuple(
-            (name, info.alias or name)
-            for name, info in model.model_fields.items()
-            if not _is_closed_choice(info.annotation)
-        )
-        _scan_plans[model] = plan
-    return plan
-
-
 _known_name_sets: dict[type[BaseModel], frozenset[str]] = {}
 
 
@@ -242,17 +211,6 @@ def _known_names(model: type[BaseModel]) -> frozenset[str]:
         }
         _known_name_sets[model] = names
     return names
-
-
-def _scan_fields(path: str, model: BaseModel) -> None:
-    values = model.__dict__
-    for name, wire_name in _scan_plan(type(model)):
-        value = values[name]
-        if isinstance(value, str):
-            if might_be_sensitive(value):
-                check_text(path + wire_name, value)
-        elif isinstance(value, BaseModel):
-            _scan_fields(f"{path}{wire_name}.", value)
 
 
 class ContractModel(BaseModel):
@@ -318,11 +276,13 @@ class BaseEvent(ContractModel):
 
     source: Annotated[
         str,
-        StringConstraints(
-            strict=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~/:\-]*$"
-        ),
+        StringConstraints(strict=True, min_length=1, max_length=128),
+        AfterValidator(_check_source),
+        Field(json_schema_extra={"format": "uri-reference"}),
     ] = DEFAULT_SOURCE
-    """The producing service (also the CloudEvents `source`), e.g. payment-service."""
+    """The producing service (also the CloudEvents `source`): an RFC 3986 URI-reference. Recommended: an
+    absolute URI naming the service and its deployment, e.g. https://payments.example.com/eu-west-1 or
+    urn:example:payment-service:eu; the default payment-service is a valid relative reference."""
 
     correlation_id: Identifier | None = None
     """Optional id tying this event to the request or saga that caused it."""
@@ -370,7 +330,7 @@ class BaseEvent(ContractModel):
         # Every string the event holds, whatever its field; on a validation failure the raw input is
         # scanned too (see contract_error), so a card number is reported as such even where a pattern
         # check refused the field first.
-        _scan_fields("", self)
+        scan_fields("", self)
         return self
 
     @property

@@ -22,6 +22,7 @@ from payment_events.events import (
     RefundFailed,
     RefundProcessed,
 )
+from payment_events.events.privacy import shown_name
 from payment_events.events.upcasters import Upcaster, payment_failed_v1_to_v2
 
 __all__ = ["DEFAULT_REGISTRY", "EventRegistry", "default_registry", "schema_uri"]
@@ -63,7 +64,7 @@ class EventRegistry:
             pass
         if event_type not in self._latest:
             known = ", ".join(sorted(self._latest))
-            msg = f"unknown eventType {event_type[:64]!r}; known types: {known}"
+            msg = f"unknown eventType {shown_name(event_type)}; known types: {known}"
         else:
             versions = ", ".join(str(v) for v in self.versions(event_type))
             msg = (
@@ -81,7 +82,7 @@ class EventRegistry:
         try:
             return self._latest[event_type]
         except KeyError:
-            msg = f"unknown eventType {event_type[:64]!r}"
+            msg = f"unknown eventType {shown_name(event_type)}"
             raise UnknownEventTypeError(msg) from None
 
     def latest_model(self, event_type: str) -> type[BaseEvent]:

@@ -48,9 +48,17 @@ class HealthState:
             self._last_tick = self._clock()
 
     def stopping(self) -> None:
-        """Graceful shutdown began: readiness turns false so load balancers and probes stop routing."""
-        with self._lock:
-            self._stopping = True
+        """Graceful shutdown began: readiness turns false so load balancers and probes stop routing.
+
+        Called from a signal handler, so it takes no lock: the handler runs on the main thread between
+        two bytecodes, possibly while that thread holds the lock (a deadlock), and one attribute
+        assignment is atomic anyway."""
+        self._stopping = True
+
+    @property
+    def is_stopping(self) -> bool:
+        """True once :meth:`stopping` was called."""
+        return self._stopping
 
     def set_broker(self, reachable: bool) -> None:
         """Record broker reachability from an outside probe (not a sign of the loop being alive)."""

@@ -12,8 +12,9 @@ stdlib ``logging`` calls with ``extra={...}`` come out the same way.
 
 Defence in depth (invariant 6): :class:`RedactingFilter` runs on every record the handler emits. It masks
 fields whose names look secret (``password``, ``token``, ...), anything in a message or field that looks
-like a card number (13-19 digits passing the Luhn check) or a password in a URL, and it drops payload-like
-fields (``payload``, ``value``, ``body``) from any record above DEBUG, so payloads never reach info logs.
+like a card number (the detector of :mod:`payment_events.events.card_numbers`) or a password in a
+URL, and it drops payload-like fields (``payload``, ``value``, ``body``) from any record above DEBUG, so
+payloads never reach info logs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
+
+from payment_events.events.card_numbers import redact_card_numbers
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -39,8 +42,9 @@ _SECRET_KEY_RE = re.compile(
     re.IGNORECASE,
 )
 _PAYLOAD_KEYS = frozenset({"payload", "value", "body", "data", "message_value"})
-_CARD_RE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
-_URL_PASSWORD_RE = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?P<post>@)")
+# A URL in free text: scheme://, then everything up to whitespace or a quote (a raw password may hold
+# "/", "?", "#" or "@", so the URL is not cut at any of them).
+_URL_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 _KV_SECRET_RE = re.compile(
     r"(?P<key>\b(?:password|passwd|secret|token|api[_-]?key|sasl\.password|ssl\.key\.password)\b\s*[=:]\s*)"
     r"(?P<q>['\"]?)[^\s'\",;&]+",
@@ -51,30 +55,24 @@ MASK = "***"
 _HANDLER_MARK = "_payment_events_handler"
 
 
-def luhn_valid(digits: str) -> bool:
-    """Whether a string of digits passes the Luhn checksum (as every card number does)."""
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        number = int(char)
-        if index % 2 == 1:
-            number *= 2
-            if number > 9:
-                number -= 9
-        total += number
-    return total % 10 == 0
-
-
 def redact_text(text: str) -> str:
-    """``text`` with card-number-like digits, URL passwords, ``key=secret`` pairs and bearer tokens masked."""
+    """``text`` with card numbers, URL passwords, ``key=secret`` pairs and bearer tokens masked.
 
-    def _card(match: re.Match[str]) -> str:
-        digits = re.sub(r"[ -]", "", match.group(0))
-        return "[REDACTED-PAN]" if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group(0)
-
-    text = _CARD_RE.sub(_card, text)
-    text = _URL_PASSWORD_RE.sub(lambda m: f"{m.group('pre')}{MASK}{m.group('post')}", text)
+    Card numbers are found by :mod:`payment_events.events.card_numbers`, the same detector that refuses
+    them in events (any separators, Unicode digits, URL encodings). URLs are masked by
+    :func:`payment_events.config.mask_url` (SQLAlchemy's own URL parsing).
+    """
+    text = redact_card_numbers(text, "[REDACTED-PAN]")
+    text = _URL_RE.sub(_mask_url_match, text)
     text = _KV_SECRET_RE.sub(lambda m: f"{m.group('key')}{m.group('q')}{MASK}", text)
     return _BEARER_RE.sub(lambda m: f"{m.group('pre')}{MASK}", text)
+
+
+def _mask_url_match(match: re.Match[str]) -> str:
+    from payment_events.config import mask_url, url_has_secret
+
+    url = match.group(0)
+    return mask_url(url) if url_has_secret(url) else url
 
 
 def redact_value(key: str, value: object, level: int) -> object:  # noqa: PLR0911 -- one return per kind

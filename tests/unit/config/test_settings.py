@@ -220,3 +220,27 @@ def test_to_relay_config_carries_the_intervals() -> None:
     ).to_relay_config()
     assert relay.lease_refresh_seconds == 2.0
     assert relay.backlog_interval_seconds == 5.0
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://u:p#w?x/y@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
+        ("postgresql://u:pa@ss@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:p%40ss@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u@h/db?password=s3&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
+        ("postgresql://u@h/db?sslpassword=a@b#c&sslmode=require", "postgresql://u@h/db?sslpassword=***&sslmode=require"),
+        ("postgresql://u@h/db?sslmode=disable&password=Zq#x?y/w@v:1", "postgresql://u@h/db?sslmode=disable&password=***"),
+    ],
+)
+def test_mask_url_hides_raw_and_query_passwords(url: str, shown: str) -> None:
+    """Passwords with raw #, ?, / or @, and password-like query parameters, are masked whole."""
+    assert mask_url(url) == shown
+
+
+def test_a_database_url_sqlalchemy_cannot_parse_is_refused_without_its_password() -> None:
+    """A raw "@" in the password breaks SQLAlchemy's parse: a configuration error, password hidden."""
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(environ={"PAYMENT_EVENTS_DATABASE_URL": "postgresql+psycopg://u:Zq#x?y/w@v:9s3cr3t@h:5432/d"})
+    assert "percent-encode" in str(caught.value)
+    assert "9s3cr3t" not in str(caught.value)

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from payment_events.ops.logs import configure_logging, get_logger, luhn_valid, redact_text
+from payment_events.events.card_numbers import luhn_valid
+from payment_events.ops.logs import configure_logging, get_logger, redact_text
 
 
 @pytest.fixture
@@ -116,6 +117,22 @@ def test_luhn_and_text_redaction_leave_ordinary_numbers() -> None:
     assert redact_text("offset 4111111111111112 ok") == "offset 4111111111111112 ok"
     assert redact_text("pan 4111-1111-1111-1111") == "pan [REDACTED-PAN]"
     assert redact_text("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "connecting to postgresql+psycopg://relay:pa/ss#1?x@db.internal:5432/outbox now",
+        "dsn=postgresql://relay@db.internal/outbox?sslmode=require&password=hunter2 ok",
+        "url 'postgresql://relay:hunter2@db.internal/outbox'",
+    ],
+)
+def test_urls_in_log_text_lose_every_password(text: str) -> None:
+    """The log filter masks URL passwords however they are written (raw /, #, ?, @; ?password=)."""
+    redacted = redact_text(text)
+    assert "hunter2" not in redacted
+    assert "pa/ss" not in redacted
+    assert "***" in redacted
 
 
 def test_event_field_style_keeps_the_event_name(stream: io.StringIO) -> None:
