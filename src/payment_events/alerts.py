@@ -137,6 +137,9 @@ class AlertingObserver:
             self._resolve(OUTBOX_STUCK, "outbox backlog is moving again")
         self._check_broker()
 
+    def dead_rows(self, count: int) -> None:
+        """Ignored: each dead letter alerts when it happens (``dead_lettered``)."""
+
     def shards_owned(self, count: int) -> None:
         """Re-check the broker timer."""
         self._check_broker()

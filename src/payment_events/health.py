@@ -120,6 +120,12 @@ class HealthState:
             self._last_tick = self._clock()
             self._database = True
 
+    def dead_rows(self, count: int) -> None:
+        """Dead-row counts came from the database, so it answered."""
+        with self._lock:
+            self._last_tick = self._clock()
+            self._database = True
+
     def shards_owned(self, count: int) -> None:
         """Record owned shards."""
         with self._lock:

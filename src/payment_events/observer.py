@@ -29,6 +29,9 @@ class RelayObserver(Protocol):
     def backlog(self, pending: int, oldest_pending_age_seconds: float) -> None:
         """The outbox holds ``pending`` unpublished rows; the oldest waited this long since commit."""
 
+    def dead_rows(self, count: int) -> None:
+        """The outbox holds ``count`` rows in the dead state (reported with the backlog)."""
+
     def shards_owned(self, count: int) -> None:
         """This relay instance now owns ``count`` shards."""
 
@@ -55,6 +58,9 @@ class NullObserver:
         """Ignore."""
 
     def backlog(self, pending: int, oldest_pending_age_seconds: float) -> None:
+        """Ignore."""
+
+    def dead_rows(self, count: int) -> None:
         """Ignore."""
 
     def shards_owned(self, count: int) -> None:

@@ -231,6 +231,7 @@ class RecordingObserver(NullObserver):
         self.published_counts: list[tuple[str, str, int]] = []
         self.batches: list[int] = []
         self.db: list[bool] = []
+        self.dead: list[int] = []
 
     def published(self, event_type: str, topic: str, commit_to_ack_seconds: Sequence[float]) -> None:
         self.published_counts.append((event_type, topic, len(commit_to_ack_seconds)))
@@ -240,6 +241,9 @@ class RecordingObserver(NullObserver):
 
     def database_reachable(self, reachable: bool) -> None:
         self.db.append(reachable)
+
+    def dead_rows(self, count: int) -> None:
+        self.dead.append(count)
 
 
 def test_run_stops_gracefully_releases_leases_and_closes_producer() -> None:
@@ -268,6 +272,7 @@ def test_run_stops_gracefully_releases_leases_and_closes_producer() -> None:
     assert False in observer.db
     assert observer.db[-1] is True
     assert observer.published_counts == [("PaymentSucceeded", TOPIC, 5)]
+    assert observer.dead and set(observer.dead) == {0}  # reported with the backlog: no dead rows
 
 
 def test_pipelined_relay_keeps_two_batches_in_flight_over_disjoint_shards() -> None:

@@ -86,7 +86,7 @@ def serve_relay(settings: cfg.Settings) -> int:
     # No *_created series: they double the scrape size and nobody graphs them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     with contextlib.ExitStack() as stack:  # everything started below is stopped in reverse order
-        metrics = PrometheusObserver()
+        metrics = PrometheusObserver(series=known_series(settings))
         state = HealthState(settings.health_liveness_timeout)
         server = _health_server(settings, state, metrics.registry) if settings.metrics_enabled else None
         if server is not None:
@@ -107,6 +107,7 @@ def serve_relay(settings: cfg.Settings) -> int:
             settings.kafka_bootstrap_servers,
             settings.to_relay_config(),
             observer=observer,
+            kafka_statistics=metrics.kafka_statistics,
         )
         stack.callback(relay.close)  # idempotent; run() closes too, this covers a failed start
         if settings.database_url.startswith("sqlite"):
@@ -142,6 +143,14 @@ def serve_relay(settings: cfg.Settings) -> int:
 
 
 _PROBE_INTERVAL_SECONDS = 5.0
+
+
+def known_series(settings: cfg.Settings) -> list[tuple[str, str]]:
+    """Every registered event type with the topic it is routed to: the counters' label values, created at 0
+    so that the first dead letter or retry is a visible increase."""
+    from payment_events.registry import DEFAULT_REGISTRY
+
+    return [(event_type, settings.topic_for(event_type)) for event_type in DEFAULT_REGISTRY.event_types()]
 
 
 def _health_server(settings: cfg.Settings, state: HealthState, registry: CollectorRegistry) -> HealthServer:

@@ -378,6 +378,7 @@ class Relay:
                 self._next_backlog = now + self.config.backlog_interval_seconds
                 stats = self._store.backlog(self._clock())
                 self._observer.backlog(stats.pending, stats.oldest_pending_age_seconds)
+                self._observer.dead_rows(stats.dead)
         except Exception as exc:  # noqa: BLE001 - housekeeping must never stop publishing
             log.error(
                 "relay housekeeping failed",

@@ -46,11 +46,13 @@ def build_relay(
     config: RelayConfig | None = None,
     *,
     observer: RelayObserver | None = None,
+    kafka_statistics: Callable[[str], None] | None = None,
 ) -> Relay:
     """A ready-to-run :class:`Relay` with the SQL store, shard leases, Kafka producer and waker.
 
     Everything it opens (engine, lease connection, producer, LISTEN connection) is closed when
-    ``Relay.run`` returns (or by ``Relay.close()`` for a relay that is never run).
+    ``Relay.run`` returns (or by ``Relay.close()`` for a relay that is never run). ``kafka_statistics``
+    receives librdkafka's statistics JSON (e.g. :meth:`PrometheusObserver.kafka_statistics`).
     """
     from sqlalchemy.engine import make_url
 
@@ -78,7 +80,9 @@ def build_relay(
             leases = pg_leases
         else:
             leases = AllShards(config.shard_count)
-        producer = KafkaBatchProducer(producer_config(bootstrap_servers, config.producer_overrides))
+        producer = KafkaBatchProducer(
+            producer_config(bootstrap_servers, config.producer_overrides), statistics=kafka_statistics
+        )
         closers.append(lambda: producer.close(0.0))
         waker: Waker = SleepWaker()
         if backend == "postgresql" and config.listen:
