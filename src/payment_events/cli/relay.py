@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -16,6 +16,7 @@ from payment_events.cli.base import (
     cli,
     emit_json,
     load,
+    require_existing_database,
     settings_options,
 )
 from payment_events.cli.kafka import prepare_topics
@@ -48,18 +49,64 @@ def relay_command(ctx: click.Context, /, drain: bool, **params: object) -> None:
 
 def drain_relay(settings: cfg.Settings) -> int:
     """Publish every row that is pending and due now, print how many were resolved, return 0."""
+    import sys
+
     from payment_events.outbox import migrate
     from payment_events.relay.runner import build_relay
 
+    require_existing_database(settings)
     migrate.check(settings.database_url)
     prepare_topics(settings)
     relay = build_relay(settings.database_url, settings.kafka_bootstrap_servers, settings.to_relay_config())
+    progress = DrainProgress(sys.stderr) if sys.stderr.isatty() else None
     try:
-        resolved = relay.drain()
+        resolved = relay.drain(progress=progress)
     finally:
         relay.close()
+        if progress is not None:
+            progress.done()
     emit_json({"resolved": resolved})
     return EXIT_OK
+
+
+class DrainProgress:
+    """``relay --drain``'s progress line on a terminal: rows resolved and the rate, redrawn at most twice
+    a second on stderr (stdout keeps only the final JSON)."""
+
+    def __init__(self, stream: TextIO, interval: float = 0.5) -> None:
+        import time
+
+        self._stream = stream
+        self._interval = interval
+        self._started = time.monotonic()
+        self._drawn_at = 0.0
+        self._total = 0
+        self._drawn = False
+
+    def __call__(self, total: int) -> None:
+        """Record the running total; redraw when the last line is older than the interval."""
+        import time
+
+        self._total = total
+        now = time.monotonic()
+        if now - self._drawn_at >= self._interval:
+            self._drawn_at = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        elapsed = max(now - self._started, 1e-9)
+        self._stream.write(f"\rdraining: {self._total:,} rows resolved, {self._total / elapsed:,.0f}/s, "
+                           f"{elapsed:.0f} s ")
+        self._stream.flush()
+        self._drawn = True
+
+    def done(self) -> None:
+        """Draw the final figures and end the line."""
+        import time
+
+        self._draw(time.monotonic())
+        self._stream.write("\n")
+        self._stream.flush()
 
 
 def serve_relay(settings: cfg.Settings) -> int:
@@ -81,6 +128,7 @@ def serve_relay(settings: cfg.Settings) -> int:
     from payment_events.relay.runner import build_relay
 
     log = get_logger("payment_events.cli")
+    require_existing_database(settings)
     migrate.check(settings.database_url)
     prepare_topics(settings)
     # No *_created series: they double the scrape size and nobody graphs them.

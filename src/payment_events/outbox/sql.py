@@ -478,9 +478,17 @@ class SqlOutboxStore:
         return int(result.rowcount)
 
     # ----------------------------------------------------------------------------- dead-letter admin
-    def list_dead(self, limit: int = 100, event_type: str | None = None) -> list[admin.DeadLetter]:
+    def list_dead(
+        self, limit: int = 100, event_type: str | None = None, *, filters: admin.DeadFilter | None = None
+    ) -> list[admin.DeadLetter]:
         """Dead rows, oldest first; see :func:`payment_events.outbox.admin.list_dead`."""
-        return admin.list_dead(self.engine, limit, event_type=event_type)
+        return admin.list_dead(self.engine, limit, event_type=event_type, filters=filters)
+
+    def count_dead(
+        self, filters: admin.DeadFilter | None = None, ids: Collection[int] | None = None
+    ) -> int:
+        """How many dead rows match; see :func:`payment_events.outbox.admin.count_dead`."""
+        return admin.count_dead(self.engine, filters, ids)
 
     def get(self, row_id: int) -> admin.OutboxRow | None:
         """One row by id, any state, or ``None``; see :func:`payment_events.outbox.admin.get`."""

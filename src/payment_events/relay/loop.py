@@ -177,9 +177,10 @@ class Relay:
             self._settle_marks()
             self._shutdown()
 
-    def drain(self, max_cycles: int | None = None) -> int:
+    def drain(self, max_cycles: int | None = None, progress: Callable[[int], None] | None = None) -> int:
         """Run cycles until a claim comes back short of a full batch (or ``max_cycles``); return the
-        number of rows resolved (published, retried or dead). Does not sleep, purge or release shards."""
+        number of rows resolved (published, retried or dead). Does not sleep, purge or release shards.
+        ``progress`` receives the running total after every cycle (e.g. for a progress line)."""
         total = 0
         cycles = 0
         try:
@@ -188,6 +189,8 @@ class Relay:
                 cycle = self.run_once()
                 cycles += 1
                 total += cycle.published + cycle.retried + cycle.dead
+                if progress is not None:
+                    progress(total)
                 if (cycle.claimed < self.config.batch_size or cycle.outage) and not self._inflight:
                     break
         finally:
