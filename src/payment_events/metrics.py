@@ -212,6 +212,7 @@ class PrometheusObserver:
             self._published.labels(event_type, topic)
             self._retried.labels(event_type, topic)
             self._dead.labels(event_type, topic)
+            self._latency.labels(event_type)  # the histogram too: rate() over it is defined from the start
         for topic in sorted({topic for _, topic in series}):
             for outcome, reasons in self._known.items():
                 for reason in reasons:

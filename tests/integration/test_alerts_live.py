@@ -106,6 +106,8 @@ def test_real_prometheus_fires_the_first_dead_letter_and_sees_a_target_down(
 
         dead_rows = f'payment_events_dead_rows{{job="{JOB}"}} == 1'
         wait_for(lambda: bool(prometheus and prometheus.query(dead_rows)), 30, "the dead-rows gauge at 1")
+        published = f'sum(payment_events_published_total{{job="{JOB}", topic="{topic}"}}) == 10'
+        wait_for(lambda: bool(prometheus and prometheus.query(published)), 30, "10 published in Prometheus")
         empty = [expr for expr in dashboard_queries(JOB) if not prometheus.query(expr)]
         # Valid PromQL everywhere (an invalid query fails in query()); these may be empty on a quiet relay:
         may_be_empty = ("failed_total", "broker_rtt", "kafka_request_retries", "process_start", "ALERTS")

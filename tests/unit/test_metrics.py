@@ -76,6 +76,8 @@ def test_counters_exist_at_zero_for_every_known_series() -> None:
         labels = {"event_type": event_type, "topic": topic}
         for name in ("published", "retried", "dead_lettered"):
             assert r.get_sample_value(f"payment_events_{name}_total", labels) == 0
+        latency = {"event_type": event_type, "le": "+Inf"}
+        assert r.get_sample_value("payment_events_commit_to_ack_seconds_bucket", latency) == 0
     for topic in ("payment.events", "refunds"):
         for outcome, reasons in known_reasons().items():
             for reason in reasons:
