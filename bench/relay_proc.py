@@ -51,6 +51,9 @@ class BenchObserver:
     def backlog(self, pending: int, oldest_pending_age_seconds: float) -> None:
         """Backlog report (ignored: the harness measures the backlog itself)."""
 
+    def dead_rows(self, count: int) -> None:
+        """Ignored."""
+
     def shards_owned(self, count: int) -> None:
         """Shards owned by this instance."""
         self.shard_count = count

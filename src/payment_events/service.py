@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from payment_events.config import Settings, env_var, mask_url
 from payment_events.errors import ConfigurationError
-from payment_events.ops.observer import RelayObserver
 from payment_events.outbox.ports import OutboxStore
 from payment_events.relay.loop import Relay
+from payment_events.relay.observer import RelayObserver
 from payment_events.relay.settings import RelayConfig
 
 if TYPE_CHECKING:
@@ -86,12 +86,15 @@ def build_relay(
     *,
     observer: RelayObserver | None = None,
     store_factory: StoreFactory | None = None,
+    kafka_statistics: Callable[[str], None] | None = None,
 ) -> Relay:
     """A ready-to-run :class:`Relay` with the SQL store, shard leases, Kafka producer and waker.
 
     Everything it opens (engine, lease connection, producer, LISTEN connection) is closed when
     ``Relay.run`` returns (or by ``Relay.close()`` for a relay that is never run). ``store_factory``
     replaces the SQL store (the seam for experiments and other stores); it gets the URL and the config.
+    ``kafka_statistics`` receives librdkafka's statistics JSON (e.g.
+    :meth:`~payment_events.ops.metrics.PrometheusObserver.kafka_statistics`).
     """
     from sqlalchemy.engine import make_url
 
@@ -130,7 +133,9 @@ def build_relay(
             leases = pg_leases
         else:
             leases = AllShards(config.shard_count)
-        producer = KafkaBatchProducer(producer_config(bootstrap_servers, config.producer_overrides))
+        producer = KafkaBatchProducer(
+            producer_config(bootstrap_servers, config.producer_overrides), statistics=kafka_statistics
+        )
         closers.append(lambda: producer.close(0.0))
         waker: Waker = SleepWaker()
         if backend == "postgresql" and config.listen:
@@ -207,8 +212,9 @@ def serve(settings: Settings) -> int:
     from payment_events.ops.alerts import AlertingObserver, WebhookNotifier
     from payment_events.ops.health import HealthState, ProbeSink, ReachabilityChecks, ReachabilityProbe
     from payment_events.ops.logs import get_logger
-    from payment_events.ops.metrics import FanOutObserver, PrometheusObserver
+    from payment_events.ops.metrics import PrometheusObserver
     from payment_events.outbox import migrate
+    from payment_events.relay.observer import FanOutObserver
 
     log = get_logger("payment_events.service")
     migrate.check(settings.database_url)
@@ -216,7 +222,7 @@ def serve(settings: Settings) -> int:
     # No *_created series: they double the scrape size and nobody graphs them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     with contextlib.ExitStack() as stack:  # everything started below is stopped in reverse order
-        metrics = PrometheusObserver()
+        metrics = PrometheusObserver(series=known_series(settings))
         state = HealthState(settings.health_liveness_timeout)
         # Signals first: a SIGTERM that arrives while the rest starts up (the HTTP server may already
         # answer) must stop the relay cleanly, not kill the process with the default handler.
@@ -247,6 +253,7 @@ def serve(settings: Settings) -> int:
             settings.kafka_bootstrap_servers,
             settings.to_relay_config(),
             observer=observer,
+            kafka_statistics=metrics.kafka_statistics,
         )
         stack.callback(relay.close)  # idempotent; run() closes too, this covers a failed start
         started.append(relay)
@@ -277,6 +284,15 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def known_series(settings: Settings) -> list[tuple[str, str]]:
+    """Every registered event type with the topic it is routed to: the counters' label values, created
+    at 0 so that the first dead letter or retry is a visible increase."""
+    from payment_events.events.registry import DEFAULT_REGISTRY
+
+    router = settings.topic_router()
+    return [(event_type, router.topic_for(event_type)) for event_type in DEFAULT_REGISTRY.event_types()]
+
+
 def prepare_topics(settings: Settings) -> list[TopicStatus]:
     """Create the configured topics (aggregate, routed, dead-letter) if allowed; otherwise refuse
     (ConfigurationError) when one is missing."""
@@ -293,16 +309,17 @@ def prepare_topics(settings: Settings) -> list[TopicStatus]:
     )
 
 
-def drain(settings: Settings) -> int:
+def drain(settings: Settings, progress: Callable[[int], None] | None = None) -> int:
     """Publish every row that is pending and due now (checking the schema and topics first); return how
-    many rows were resolved. No HTTP server: for jobs."""
+    many rows were resolved. No HTTP server: for jobs. ``progress`` gets the running total after each
+    cycle."""
     from payment_events.outbox import migrate
 
     migrate.check(settings.database_url)
     prepare_topics(settings)
     relay = build_relay(settings.database_url, settings.kafka_bootstrap_servers, settings.to_relay_config())
     try:
-        return relay.drain()
+        return relay.drain(progress=progress)
     finally:
         relay.close()
 

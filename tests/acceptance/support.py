@@ -95,15 +95,18 @@ class RelayProcess:
         wait_for(serving, timeout, "the relay's /healthz")
 
     def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
-        """One sample from /metrics (None when absent)."""
+        """The sum of the /metrics samples called ``name`` whose labels include ``labels`` (None when there
+        is none): counters exist at 0 for every known event type, so one topic has several series."""
         from prometheus_client.parser import text_string_to_metric_families
 
         _, body = self.get("/metrics")
-        for family in text_string_to_metric_families(body.decode()):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
-                    return float(sample.value)
-        return None
+        values = [
+            float(sample.value)
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items())
+        ]
+        return sum(values) if values else None
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM, wait for the exit code."""

@@ -33,7 +33,7 @@ def test_db_upgrade_is_idempotent_on_postgresql_and_sqlite(tmp_path: Path, pg_ur
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout) == {
             "pending": 0, "in_retry": 0, "dead": 0, "oldest_pending_age_seconds": 0.0,
-            "published_last_minute": 0,
+            "published_last_minute": 0, "published_per_second": 0.0, "unresolved_total": 0,
         }
 
 

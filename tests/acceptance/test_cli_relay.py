@@ -112,7 +112,7 @@ def test_relay_publishes_serves_health_alerts_and_stops_gracefully(
     assert row["payload_bytes"] > 1_000_000
     assert run_cli("dlq", "show", "999999", env=env, cwd=tmp_path).returncode == 1
 
-    replayed = run_cli("dlq", "replay", "--all", "--json", env=env, cwd=tmp_path)
+    replayed = run_cli("dlq", "replay", "--all", "--yes", "--json", env=env, cwd=tmp_path)
     assert replayed.returncode == 0, replayed.stderr
     assert json.loads(replayed.stdout) == {"replayed": 2}
     after = json.loads(run_cli("outbox", "status", "--json", env=env, cwd=tmp_path).stdout)

@@ -187,11 +187,16 @@ class AuditReport:
         ]
         cols = ("committed", "delivered", "lost", "expired", "pending", "dead", "duplicates",
                 "order_violations", "ledger_mismatches", "unknown", "purged")
-        header = f"  {'event type':<28}" + "".join(f"{c.replace('_', ' '):>12}" for c in cols)
+        # Each column is at least two wider than its title, so titles never run into each other.
+        widths = [max(12, len(c) + 2) for c in cols]
+        header = f"  {'event type':<28}" + "".join(
+            f"{c.replace('_', ' '):>{w}}" for c, w in zip(cols, widths, strict=True)
+        )
         lines.append(header)
         rows = [*sorted(self.by_type.items()), ("TOTAL", self.overall)]
         for name, tally in rows:
-            lines.append(f"  {name:<28}" + "".join(f"{getattr(tally, c):>12}" for c in cols))
+            cells = "".join(f"{getattr(tally, c):>{w}}" for c, w in zip(cols, widths, strict=True))
+            lines.append(f"  {name:<28}{cells}")
         for topic, why in sorted(self.unreadable_topics.items()):
             lines.append(f"  topic {topic} could not be read: {why}")
         if self.undecodable_messages:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -77,6 +78,26 @@ def load(ctx: click.Context, params: Mapping[str, object]) -> cfg.Settings:
     for var in cfg.unknown_environment():
         get_logger(__name__).warning("config.unknown_environment_variable", variable=var)
     return settings
+
+
+def require_existing_database(settings: cfg.Settings) -> None:
+    """Refuse to go on when the SQLite outbox file does not exist: connecting would silently create an
+    empty database (e.g. ``./payment_events.db`` when no URL was configured). Raises
+    ``MigrationRequiredError`` (exit 1) naming the masked URL and what to do."""
+    from sqlalchemy.engine import make_url
+
+    from payment_events.errors import MigrationRequiredError
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    if url.database.startswith("file:") or Path(url.database).exists():
+        return
+    raise MigrationRequiredError(
+        f"no outbox database at {cfg.mask_url(settings.database_url)} (the file "
+        f"{Path(url.database).resolve()} does not exist); point {cfg.env_var('database_url')} or "
+        "--database-url at your outbox, or create it with `payment-events db upgrade`"
+    )
 
 
 def emit_json(data: object) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -15,6 +15,7 @@ from payment_events.cli.base import (
     cli,
     emit_json,
     load,
+    require_existing_database,
     settings_options,
 )
 
@@ -42,9 +43,61 @@ def relay_command(ctx: click.Context, /, drain: bool, **params: object) -> None:
 
     settings = load(ctx, params)
     if drain:
-        emit_json({"resolved": service.drain(settings)})
+        import sys
+
+        require_existing_database(settings)
+        progress = DrainProgress(sys.stderr) if sys.stderr.isatty() else None
+        try:
+            resolved = service.drain(settings, progress=progress)
+        finally:
+            if progress is not None:
+                progress.done()
+        emit_json({"resolved": resolved})
         ctx.exit(EXIT_OK)
+    require_existing_database(settings)
     ctx.exit(service.serve(settings))
+
+
+class DrainProgress:
+    """``relay --drain``'s progress line on a terminal: rows resolved and the rate, redrawn at most twice
+    a second on stderr (stdout keeps only the final JSON)."""
+
+    def __init__(self, stream: TextIO, interval: float = 0.5) -> None:
+        import time
+
+        self._stream = stream
+        self._interval = interval
+        self._started = time.monotonic()
+        self._drawn_at = 0.0
+        self._total = 0
+        self._drawn = False
+
+    def __call__(self, total: int) -> None:
+        """Record the running total; redraw when the last line is older than the interval."""
+        import time
+
+        self._total = total
+        now = time.monotonic()
+        if now - self._drawn_at >= self._interval:
+            self._drawn_at = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        elapsed = max(now - self._started, 1e-9)
+        self._stream.write(f"\rdraining: {self._total:,} rows resolved, {self._total / elapsed:,.0f}/s, "
+                           f"{elapsed:.0f} s ")
+        self._stream.flush()
+        self._drawn = True
+
+    def done(self) -> None:
+        """Draw the final figures and end the line."""
+        import time
+
+        self._draw(time.monotonic())
+        self._stream.write("\n")
+        self._stream.flush()
+
+
 
 
 # -- demo -----------------------------------------------------------------------------------------

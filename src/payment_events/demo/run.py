@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from payment_events.demo.consumer import Summary, Tally, TopicReader, summarize
 from payment_events.demo.service import EVENT_TYPES, METADATA, Ledger, run_scenario
-from payment_events.ops.observer import NullObserver
+from payment_events.relay.observer import NullObserver
 
 if TYPE_CHECKING:
     from payment_events.config import Settings

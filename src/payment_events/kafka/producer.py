@@ -60,6 +60,8 @@ DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
 """Producer settings the relay uses unless overridden. ``acks=all`` + idempotence are not negotiable:
 overriding them with weaker values is refused by :func:`producer_config`."""
 
+STATISTICS_INTERVAL_MS = 15_000
+"""How often librdkafka reports its statistics when a statistics callback is given (one scrape interval)."""
 _ACKS_ALL = {"all", "-1", -1}
 
 
@@ -128,9 +130,11 @@ class KafkaBatchProducer:
         config: Mapping[str, Any],
         *,
         factory: Callable[[dict[str, Any]], Any] = Producer,
+        statistics: Callable[[str], None] | None = None,
     ) -> None:
         self._config = dict(config)
         self._factory = factory
+        self._statistics = statistics
         self.message_timeout = message_timeout_seconds(self._config)
         self._fatal: DeliveryError | None = None
         self.rebuilds = 0
@@ -141,6 +145,10 @@ class KafkaBatchProducer:
         config = dict(self._config)
         config["error_cb"] = self._on_error
         config.setdefault("logger", client_log)  # librdkafka's own log lines go through logging, not stderr
+        if self._statistics is not None:
+            # librdkafka's statistics (queue depth, broker round trips, retries) as JSON, from poll().
+            config["stats_cb"] = self._statistics
+            config.setdefault("statistics.interval.ms", STATISTICS_INTERVAL_MS)
         return self._factory(config)
 
     def _on_error(self, error: KafkaError) -> None:

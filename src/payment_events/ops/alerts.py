@@ -1,6 +1,6 @@
 """Alerts when delivery is stuck: logged at ERROR with stable keys and, if configured, POSTed to a webhook.
 
-:class:`AlertingObserver` is a :class:`~payment_events.ops.observer.RelayObserver`; it raises
+:class:`AlertingObserver` is a :class:`~payment_events.relay.observer.RelayObserver`; it raises
 
 * ``outbox_stuck`` (critical) -- the oldest pending event is older than ``oldest_pending_age`` seconds;
 * ``event_dead_lettered`` (critical) -- events were moved to the dead-letter state (per type and reason);
@@ -136,6 +136,9 @@ class AlertingObserver:
         else:
             self._resolve(OUTBOX_STUCK, "outbox backlog is moving again")
         self._check_broker()
+
+    def dead_rows(self, count: int) -> None:
+        """Ignored: each dead letter alerts when it happens (``dead_lettered``)."""
 
     def shards_owned(self, count: int) -> None:
         """Re-check the broker timer."""

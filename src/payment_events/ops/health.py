@@ -6,7 +6,7 @@
 * ``GET /readyz`` -- ready: the database answers, the broker is reachable and this instance owns at least
   one shard. 200 or 503, JSON body naming each check.
 
-:class:`HealthState` is itself a :class:`~payment_events.ops.observer.RelayObserver`, so the relay feeds it
+:class:`HealthState` is itself a :class:`~payment_events.relay.observer.RelayObserver`, so the relay feeds it
 the same reports it sends to metrics. :class:`ReachabilityProbe` checks the broker and database on its own
 schedule too, so readiness reflects an outage even while the relay is idle.
 """
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from payment_events.ops.logs import get_logger
-from payment_events.ops.observer import RelayObserver
+from payment_events.relay.observer import RelayObserver
 
 _log = get_logger(__name__)
 
@@ -124,6 +124,12 @@ class HealthState:
 
     def backlog(self, pending: int, oldest_pending_age_seconds: float) -> None:
         """Backlog figures came from the database, so it answered."""
+        with self._lock:
+            self._last_tick = self._clock()
+            self._database = True
+
+    def dead_rows(self, count: int) -> None:
+        """Dead-row counts came from the database, so it answered."""
         with self._lock:
             self._last_tick = self._clock()
             self._database = True

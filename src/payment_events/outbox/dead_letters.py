@@ -21,32 +21,61 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.engine import Engine, Row
 
 from payment_events.outbox.dberrors import translated
 from payment_events.outbox.headers import parse_headers
-from payment_events.outbox.ports import PENDING, DeadLetter, OutboxRow
+from payment_events.outbox.ports import PENDING, DeadFilter, DeadLetter, OutboxRow
 from payment_events.outbox.table import IS_DEAD, outbox_table
 
 _o = outbox_table
 
 
-def _dead_query(limit: int, event_type: str | None) -> Select[Any]:
+def _dead_conditions(filters: DeadFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [IS_DEAD]
+    if filters.event_type is not None:
+        conditions.append(_o.c.event_type == filters.event_type)
+    if filters.topic is not None:
+        conditions.append(_o.c.topic == filters.topic)
+    if filters.reason is not None:
+        conditions.append(_o.c.last_error.icontains(filters.reason, autoescape=True))
+    if filters.key is not None:
+        conditions.append(_o.c.key == filters.key.encode())
+    if filters.since is not None:
+        conditions.append(_o.c.created_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(_o.c.created_at < filters.until)
+    return conditions
+
+
+def _dead_query(limit: int, filters: DeadFilter) -> Select[Any]:
     query = select(
-        _o.c.id, _o.c.event_id, _o.c.event_type, _o.c.key, _o.c.attempts, _o.c.last_error, _o.c.created_at
-    ).where(IS_DEAD)
-    if event_type is not None:
-        query = query.where(_o.c.event_type == event_type)
+        _o.c.id, _o.c.event_id, _o.c.event_type, _o.c.key, _o.c.attempts, _o.c.last_error, _o.c.created_at,
+        _o.c.topic,
+    ).where(*_dead_conditions(filters))
     return query.order_by(_o.c.id).limit(limit)
 
 
-def list_dead(engine: Engine, limit: int = 100, event_type: str | None = None) -> list[DeadLetter]:
-    """Up to ``limit`` dead rows, oldest first, optionally only of ``event_type``."""
+def count_dead(engine: Engine, filters: DeadFilter | None = None, ids: Collection[int] | None = None) -> int:
+    """How many dead rows match ``filters`` (and are among ``ids`` when given): ``dlq list``'s total and
+    what ``dlq replay --dry-run`` would move."""
+    conditions = _dead_conditions(filters or DeadFilter())
+    if ids is not None:
+        conditions.append(_o.c.id.in_(sorted(set(ids))))
+    with translated("dead-letter count"), engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(_o).where(*conditions)).scalar_one())
+
+
+def list_dead(
+    engine: Engine, limit: int = 100, event_type: str | None = None, *, filters: DeadFilter | None = None
+) -> list[DeadLetter]:
+    """Up to ``limit`` dead rows, oldest first, matching ``filters`` (or only ``event_type``)."""
     if limit <= 0:
         return []
+    chosen = filters if filters is not None else DeadFilter(event_type=event_type)
     with translated("dead-letter list"), engine.connect() as conn:
-        rows = conn.execute(_dead_query(limit, event_type)).all()
+        rows = conn.execute(_dead_query(limit, chosen)).all()
     return [
         DeadLetter(
             id=r.id,
@@ -56,6 +85,7 @@ def list_dead(engine: Engine, limit: int = 100, event_type: str | None = None) -
             attempts=r.attempts,
             last_error=r.last_error,
             created_at=r.created_at,
+            topic=r.topic,
         )
         for r in rows
     ]

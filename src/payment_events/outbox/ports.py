@@ -176,6 +176,23 @@ class DeadLetter:
     attempts: int
     last_error: str | None
     created_at: datetime
+    topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadFilter:
+    """Which dead rows an operator asks about; every given criterion must hold (``None``: any)."""
+
+    event_type: str | None = None
+    topic: str | None = None
+    reason: str | None = None
+    """A case-insensitive fragment of ``last_error`` (``too_large``, ``authorization``)."""
+    key: str | None = None
+    """The exact partition key (a payment id, a user id)."""
+    since: datetime | None = None
+    """Committed at or after this instant."""
+    until: datetime | None = None
+    """Committed before this instant."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from payment_events.outbox.dberrors import translated
 from payment_events.outbox.ports import (
     BacklogStats,
     Dead,
+    DeadFilter,
     DeadLetter,
     OutboxRecord,
     OutboxRow,
@@ -229,9 +230,17 @@ class SqlOutboxStore:
         return int(result.rowcount)
 
     # ----------------------------------------------------------------------------- dead-letter admin
-    def list_dead(self, limit: int = 100, event_type: str | None = None) -> list[DeadLetter]:
+    def list_dead(
+        self, limit: int = 100, event_type: str | None = None, *, filters: DeadFilter | None = None
+    ) -> list[DeadLetter]:
         """Dead rows, oldest first; see :func:`payment_events.outbox.dead_letters.list_dead`."""
-        return dead_letters.list_dead(self.engine, limit, event_type=event_type)
+        return dead_letters.list_dead(self.engine, limit, event_type=event_type, filters=filters)
+
+    def count_dead(
+        self, filters: DeadFilter | None = None, ids: Collection[int] | None = None
+    ) -> int:
+        """How many dead rows match; see :func:`payment_events.outbox.dead_letters.count_dead`."""
+        return dead_letters.count_dead(self.engine, filters, ids)
 
     def get(self, row_id: int) -> OutboxRow | None:
         """One row by id, any state, or ``None``; see :func:`payment_events.outbox.dead_letters.get`."""

@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from payment_events.errors import ConfigurationError
-from payment_events.ops.observer import NullObserver, RelayObserver
 from payment_events.outbox.ports import ExcludingClaim, OutboxRecord, OutboxStore, ShardLeases, utc_now
 from payment_events.relay.decisions import (
     Resolution,
@@ -35,6 +34,7 @@ from payment_events.relay.decisions import (
     resolve_batch,
 )
 from payment_events.relay.delivery import Outcome
+from payment_events.relay.observer import NullObserver, RelayObserver
 from payment_events.relay.ports import BatchProducer, Waker
 from payment_events.relay.reporting import dead_letter, report
 from payment_events.relay.settings import RelayConfig
@@ -158,9 +158,10 @@ class Relay:
             self._settle_marks()
             self._shutdown()
 
-    def drain(self, max_cycles: int | None = None) -> int:
+    def drain(self, max_cycles: int | None = None, progress: Callable[[int], None] | None = None) -> int:
         """Run cycles until a claim comes back short of a full batch (or ``max_cycles``); return the
-        number of rows resolved (published, retried or dead). Does not sleep, purge or release shards."""
+        number of rows resolved (published, retried or dead). Does not sleep, purge or release shards.
+        ``progress`` receives the running total after every cycle (e.g. for a progress line)."""
         total = 0
         cycles = 0
         try:
@@ -169,6 +170,8 @@ class Relay:
                 cycle = self.run_once()
                 cycles += 1
                 total += cycle.published + cycle.retried + cycle.dead
+                if progress is not None:
+                    progress(total)
                 if cycle.claimed < self.config.batch_size or cycle.outage:
                     break
         finally:
@@ -310,6 +313,7 @@ class Relay:
                 self._next_backlog = now + self.config.backlog_interval_seconds
                 stats = self._store.backlog(self._clock())
                 self._observer.backlog(stats.pending, stats.oldest_pending_age_seconds)
+                self._observer.dead_rows(stats.dead)
         except Exception as exc:  # noqa: BLE001 - housekeeping must never stop publishing
             log.error(
                 "relay housekeeping failed",

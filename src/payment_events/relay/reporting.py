@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from payment_events.ops.observer import RelayObserver
 from payment_events.outbox.ports import OutboxRecord
 from payment_events.relay.decisions import Resolution, group_counts
 from payment_events.relay.delivery import SIZE_CODES, Delivered
+from payment_events.relay.observer import RelayObserver
 from payment_events.relay.ports import BatchProducer, OutgoingMessage
 
 log = logging.getLogger("payment_events.relay.reporting")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from payment_events.kafka.admin import ensure_topics
-from payment_events.ops.observer import NullObserver
+from payment_events.relay.observer import NullObserver
 from payment_events.service import build_relay
 from tests.brokers import LIB, ThrowawayBroker
 from tests.conftest import kcat_read

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from payment_events.ops.health import HealthServer, HealthState, ProbeSink, ReachabilityProbe
-from payment_events.ops.metrics import FanOutObserver, PrometheusObserver
+from payment_events.ops.metrics import PrometheusObserver
+from payment_events.relay.observer import FanOutObserver
 
 
 class _Clock:

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payment_events.ops.observer import NullObserver
 from payment_events.outbox.ports import DEAD, PENDING, PUBLISHED
 from payment_events.relay import Relay, RelayConfig
+from payment_events.relay.observer import NullObserver
 from payment_events.relay.ports import Producible
 from tests.unit.relay.fakes import FakeClock, FakeLeases, FakeProducer, FakeStore, event_id_of
 
@@ -228,6 +228,7 @@ class RecordingObserver(NullObserver):
         self.published_counts: list[tuple[str, str, int]] = []
         self.batches: list[int] = []
         self.db: list[bool] = []
+        self.dead: list[int] = []
 
     def published(self, event_type: str, topic: str, commit_to_ack_seconds: Sequence[float]) -> None:
         self.published_counts.append((event_type, topic, len(commit_to_ack_seconds)))
@@ -237,6 +238,9 @@ class RecordingObserver(NullObserver):
 
     def database_reachable(self, reachable: bool) -> None:
         self.db.append(reachable)
+
+    def dead_rows(self, count: int) -> None:
+        self.dead.append(count)
 
 
 def test_run_stops_gracefully_releases_leases_and_closes_producer() -> None:
@@ -265,3 +269,5 @@ def test_run_stops_gracefully_releases_leases_and_closes_producer() -> None:
     assert False in observer.db
     assert observer.db[-1] is True
     assert observer.published_counts == [("PaymentSucceeded", TOPIC, 5)]
+    assert observer.dead
+    assert set(observer.dead) == {0}

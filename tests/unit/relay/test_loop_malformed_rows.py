@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import pytest
 
-from payment_events.ops.observer import NullObserver
 from payment_events.outbox.headers import (
     HEADERS_NOT_HEADER_JSON,
     HEADERS_NOT_JSON,
@@ -18,6 +17,7 @@ from payment_events.outbox.ports import DEAD, PENDING, PUBLISHED, OutboxRecord, 
 from payment_events.relay import Relay, RelayConfig
 from payment_events.relay.decisions import RetryPolicy, is_outage, merge_outcomes, producible, resolve_batch
 from payment_events.relay.delivery import MALFORMED_ROW, PERMANENT_CODES, Delivered, DeliveryError
+from payment_events.relay.observer import NullObserver
 from tests.unit.relay.fakes import T0, FakeClock, FakeLeases, FakeProducer, FakeStore, event_id_of
 
 POLICY = RetryPolicy(base_seconds=0.5, cap_seconds=60.0, max_attempts=5)

@@ -7,8 +7,11 @@ and a short reason code, never an id or a payload.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Protocol
+
+_log = logging.getLogger("payment_events.relay.observer")
 
 
 class RelayObserver(Protocol):
@@ -28,6 +31,9 @@ class RelayObserver(Protocol):
 
     def backlog(self, pending: int, oldest_pending_age_seconds: float) -> None:
         """The outbox holds ``pending`` unpublished rows; the oldest waited this long since commit."""
+
+    def dead_rows(self, count: int) -> None:
+        """The outbox holds ``count`` rows in the dead state (reported with the backlog)."""
 
     def shards_owned(self, count: int) -> None:
         """This relay instance now owns ``count`` shards."""
@@ -57,6 +63,9 @@ class NullObserver:
     def backlog(self, pending: int, oldest_pending_age_seconds: float) -> None:
         """Ignore."""
 
+    def dead_rows(self, count: int) -> None:
+        """Ignore."""
+
     def shards_owned(self, count: int) -> None:
         """Ignore."""
 
@@ -65,3 +74,62 @@ class NullObserver:
 
     def database_reachable(self, reachable: bool) -> None:
         """Ignore."""
+
+
+class FanOutObserver:
+    """Forwards every report to several observers; one failing observer never affects the others."""
+
+    def __init__(self, *observers: RelayObserver) -> None:
+        self.observers: tuple[RelayObserver, ...] = observers
+
+    def published(self, event_type: str, topic: str, commit_to_ack_seconds: Sequence[float]) -> None:
+        """Forward."""
+        for o in self.observers:
+            _safe(o.published, event_type, topic, commit_to_ack_seconds)
+
+    def retried(self, event_type: str, topic: str, reason: str, count: int) -> None:
+        """Forward."""
+        for o in self.observers:
+            _safe(o.retried, event_type, topic, reason, count)
+
+    def dead_lettered(self, event_type: str, topic: str, reason: str, count: int) -> None:
+        """Forward."""
+        for o in self.observers:
+            _safe(o.dead_lettered, event_type, topic, reason, count)
+
+    def batch(self, size: int) -> None:
+        """Forward."""
+        for o in self.observers:
+            _safe(o.batch, size)
+
+    def backlog(self, pending: int, oldest_pending_age_seconds: float) -> None:
+        """Forward."""
+        for o in self.observers:
+            _safe(o.backlog, pending, oldest_pending_age_seconds)
+
+    def dead_rows(self, count: int) -> None:
+        """Forward."""
+        for o in self.observers:
+            _safe(o.dead_rows, count)
+
+    def shards_owned(self, count: int) -> None:
+        """Forward."""
+        for o in self.observers:
+            _safe(o.shards_owned, count)
+
+    def broker_reachable(self, reachable: bool) -> None:
+        """Forward."""
+        for o in self.observers:
+            _safe(o.broker_reachable, reachable)
+
+    def database_reachable(self, reachable: bool) -> None:
+        """Forward."""
+        for o in self.observers:
+            _safe(o.database_reachable, reachable)
+
+
+def _safe(method: Callable[..., object], *args: object) -> None:
+    try:
+        method(*args)
+    except Exception:  # noqa: BLE001 -- an observer must never stop publishing
+        _log.warning("observer.failed", extra={"observer_method": getattr(method, "__qualname__", "?")})
