@@ -42,7 +42,7 @@ from payment_events.registry import DEFAULT_REGISTRY, EventRegistry
 if TYPE_CHECKING:
     from payment_events.audit_report import AuditReport
     from payment_events.config import Settings, load_settings
-    from payment_events.direct import DeliveryReceipt, DirectPublisher
+    from payment_events.direct import AsyncDirectPublisher, DeliveryReceipt, DirectPublisher
     from payment_events.errors import (
         ConfigurationError,
         MigrationRequiredError,
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
         TransientPublishError,
     )
     from payment_events.kafka_admin import ensure_topics
+    from payment_events.outbox.aio import AsyncOutboxPublisher
     from payment_events.outbox.leases import AllShards, PostgresShardLeases
     from payment_events.outbox.migrate import upgrade as upgrade_outbox
     from payment_events.outbox.publisher import OutboxPublisher
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
 
 _LAZY: dict[str, tuple[str, str]] = {
     "AllShards": ("payment_events.outbox.leases", "AllShards"),
+    "AsyncDirectPublisher": ("payment_events.direct", "AsyncDirectPublisher"),
+    "AsyncOutboxPublisher": ("payment_events.outbox.aio", "AsyncOutboxPublisher"),
     "AuditReport": ("payment_events.audit_report", "AuditReport"),
     "ConfigurationError": ("payment_events.errors", "ConfigurationError"),
     "DeliveryReceipt": ("payment_events.direct", "DeliveryReceipt"),
@@ -108,6 +111,8 @@ __all__ = [
     "DEFAULT_REGISTRY",
     "ActionRequiredDetails",
     "AllShards",
+    "AsyncDirectPublisher",
+    "AsyncOutboxPublisher",
     "AuditReport",
     "BaseEvent",
     "ConfigurationError",

@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from payment_events.dburl import async_url_problem
 from payment_events.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -84,17 +85,22 @@ def parse_routing(value: object) -> dict[str, str]:
 
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ``***`` (safe to print)."""
+    # urlsplit does not recognise a scheme with "_" (postgresql+psycopg_async): split it off ourselves.
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
     try:
-        parts = urlsplit(url)
+        parts = urlsplit("x://" + rest)
+        password = parts.password
     except ValueError:
         return "***"
-    if parts.password is None:
+    if password is None:
         return url
     user = parts.username or ""
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    return urlunsplit((scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def _opt(default: Any, group: str, form: str, help_text: str) -> Any:
@@ -297,6 +303,9 @@ class Settings(BaseModel):
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme.split("+", 1)[0] not in {"sqlite", "postgresql"}:
             raise ValueError("expected a URL starting with sqlite:/// or postgresql+psycopg://")
+        problem = async_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("kafka_bootstrap_servers")

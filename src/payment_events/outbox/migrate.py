@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from payment_events.dburl import refuse_async_url
 from payment_events.errors import MigrationRequiredError, StoreError
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def _engine(url_or_engine: str | Engine) -> Iterator[Engine]:
     if isinstance(url_or_engine, Engine):
         yield url_or_engine
         return
+    refuse_async_url(url_or_engine)
     engine = create_engine(url_or_engine)
     try:
         yield engine

@@ -301,7 +301,10 @@ class SqlOutboxStore:
     ) -> SqlOutboxStore:
         """A store with its own engine for ``url`` (closed by :meth:`close`). SQLite gets WAL and a busy
         timeout. With ``check_schema`` a missing or outdated table raises ``MigrationRequiredError`` now
-        rather than at the first claim."""
+        rather than at the first claim. An async driver URL raises ``ConfigurationError``."""
+        from payment_events.dburl import refuse_async_url
+
+        refuse_async_url(url)
         if url.startswith("postgresql"):
             # The relay's statements are short and index-driven: JIT compilation only adds latency.
             connect_args = dict(engine_options.pop("connect_args", {}))

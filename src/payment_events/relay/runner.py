@@ -54,6 +54,7 @@ def build_relay(
     """
     from sqlalchemy.engine import make_url
 
+    from payment_events.dburl import refuse_async_url
     from payment_events.outbox.leases import AllShards, PostgresShardLeases
     from payment_events.outbox.ports import ShardLeases
     from payment_events.outbox.sql import SqlOutboxStore
@@ -61,6 +62,7 @@ def build_relay(
     from payment_events.relay.ports import Waker
     from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker
 
+    refuse_async_url(database_url)
     config = config or RelayConfig()
     url = make_url(database_url)
     backend = url.get_backend_name()
