@@ -12,7 +12,7 @@ test: services lint typecheck
 	$(VENV)/pytest
 
 lint: .venv
-	$(VENV)/ruff check src tests bench
+	$(VENV)/ruff check src tests bench examples
 
 typecheck: .venv
 	$(VENV)/mypy

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +38,16 @@ from sqlalchemy.sql import Executable
 
 from payment_events.errors import MigrationRequiredError, StoreError
 from payment_events.outbox.dberrors import is_missing_schema, is_unique_violation
-from payment_events.outbox.headers import dump_headers
+from payment_events.outbox.rows import (
+    DEFAULT_TOPIC,
+    INSERT_COLUMNS,
+    NOTIFY_CHANNEL,
+    outbox_rows,
+    resolve_router,
+)
 from payment_events.outbox.table import outbox_table
 from payment_events.publisher import PublishMethodsMixin
-from payment_events.sharding import DEFAULT_SHARD_COUNT, shard_for, validate_shard_count
+from payment_events.sharding import DEFAULT_SHARD_COUNT, validate_shard_count
 
 if TYPE_CHECKING:
     from payment_events.codec import EncodedEvent
@@ -50,22 +55,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_TOPIC", "NOTIFY_CHANNEL", "OutboxPublisher", "OutboxWriter", "Step"]
 
-DEFAULT_TOPIC = "payment.events"
-NOTIFY_CHANNEL = "payment_events_outbox"
-"""The channel the relay LISTENs on (``RelayConfig.notify_channel``)."""
-
-INSERT_COLUMNS = (
-    "event_id",
-    "event_type",
-    "schema_version",
-    "topic",
-    "key",
-    "payload",
-    "headers",
-    "shard",
-    "next_attempt_at",
-    "created_at",
-)
 _MAX_ROWS_PER_STATEMENT = 500  # 5,000 parameters: far below PostgreSQL's and SQLite's limits
 
 # Built once with Core: each dialect renders its own parameter style (%(name)s for psycopg, $n with
@@ -91,54 +80,6 @@ _last_notify = [float("-inf")]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _default_route(event_type: str) -> str:
-    return DEFAULT_TOPIC
-
-
-def resolve_router(router: Callable[[str], str] | Any | None) -> Callable[[str], str]:
-    """The ``(event_type) -> topic`` function for a callable, a ``TopicRouter`` or ``None`` (default)."""
-    topic_for = getattr(router, "topic_for", None)  # a TopicRouter
-    route = topic_for if callable(topic_for) else router
-    if route is None:
-        return _default_route
-    if not callable(route):
-        raise TypeError("router must be a callable (event_type) -> topic or a TopicRouter")
-    return route
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """The values one event puts into the outbox (any writer: SQLAlchemy, Django)."""
-
-    event_id: str
-    event_type: str
-    schema_version: int
-    topic: str
-    key: bytes
-    payload: bytes
-    headers: str
-    shard: int
-
-
-def outbox_rows(
-    encoded: Sequence[EncodedEvent], route: Callable[[str], str], shard_count: int
-) -> list[OutboxRow]:
-    """The outbox rows for ``encoded``, in order (topic by ``route``, shard by key)."""
-    return [
-        OutboxRow(
-            item.event_id,
-            item.event_type,
-            item.schema_version,
-            route(item.event_type),
-            item.key,
-            item.value,
-            dump_headers(item.headers),
-            shard_for(item.key, shard_count),
-        )
-        for item in encoded
-    ]
 
 
 class OutboxWriter:
