@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,9 @@ from payment_events.outbox import migrate
 from payment_events.outbox.publisher import NOTIFY_CHANNEL
 from payment_events.outbox.sql import SqlOutboxStore
 from payment_events.relay.wakeup import libpq_dsn
-from tests.integration.django_setup import DjangoProject, configured_project
+from tests.integration.django_setup import DjangoProject
 
 ALIASES = ["default", "lite"]
-
-
-@pytest.fixture(scope="session")
-def django_project(_pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DjangoProject]:
-    """The example Django project, configured once per session on fresh databases."""
-    yield from configured_project(_pg_admin_url, tmp_path_factory.mktemp("django"))
 
 
 def succeeded(payment_id: str) -> PaymentSucceeded:
