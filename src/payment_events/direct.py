@@ -125,8 +125,9 @@ class DirectPublisher(PublishMethodsMixin):
     def publish_async(self, event: PaymentEvent) -> Future[DeliveryReceipt]:
         """Encode and enqueue ``event``; return at once with a future of its :class:`DeliveryReceipt`."""
         from payment_events.codec import encode
+        from payment_events.tracing import with_current_trace
 
-        encoded = encode(event)
+        encoded = encode(with_current_trace(event))
         return self.publish_encoded(encoded, self._router.topic_for(encoded.event_type))
 
     def publish_and_wait(self, event: PaymentEvent, timeout: float = 30.0) -> DeliveryReceipt:

@@ -21,6 +21,7 @@ from payment_events.errors import MigrationRequiredError, StoreError
 from payment_events.outbox.rows import INSERT_COLUMNS, outbox_rows, sqlite_text
 from payment_events.publisher import PublishMethodsMixin
 from payment_events.topics import TopicRouter
+from payment_events.tracing import with_current_trace
 
 if TYPE_CHECKING:
     from payment_events.codec import EncodedEvent
@@ -81,11 +82,11 @@ class DjangoOutboxPublisher(PublishMethodsMixin):
 
     def publish(self, event: PaymentEvent) -> None:
         """Insert ``event`` into the outbox in the caller's atomic block (no commit)."""
-        self.publish_encoded((self._encode(event),))
+        self.publish_encoded((self._encode(with_current_trace(event)),))
 
     def publish_many(self, events: Iterable[PaymentEvent]) -> None:
         """Insert several events in the caller's atomic block, in the given order."""
-        self.publish_encoded([self._encode(event) for event in events])
+        self.publish_encoded([self._encode(with_current_trace(event)) for event in events])
 
     def publish_encoded(self, encoded: Sequence[EncodedEvent]) -> None:
         """Insert already encoded events."""

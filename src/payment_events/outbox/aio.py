@@ -76,7 +76,7 @@ class AsyncOutboxPublisher(OutboxWriter, PublishMethodsMixin[Awaitable[None]]):
 
     async def publish(self, event: PaymentEvent) -> None:
         """Insert ``event`` into the outbox in the caller's transaction (one statement; no commit)."""
-        await self.publish_encoded((self._encode(event),))
+        await self.publish_encoded((self.encode_one(event),))
 
     async def publish_many(self, events: Iterable[PaymentEvent]) -> None:
         """Insert several events in the caller's transaction, in the given order."""

@@ -48,6 +48,7 @@ from payment_events.outbox.rows import (
 from payment_events.outbox.table import outbox_table
 from payment_events.publisher import PublishMethodsMixin
 from payment_events.sharding import DEFAULT_SHARD_COUNT, validate_shard_count
+from payment_events.tracing import with_current_trace
 
 if TYPE_CHECKING:
     from payment_events.codec import EncodedEvent
@@ -111,9 +112,13 @@ class OutboxWriter:
             encoder = encode
         self._encode = encoder
 
+    def encode_one(self, event: PaymentEvent) -> EncodedEvent:
+        """Encode ``event``; without a traceparent it gets the current OpenTelemetry span's, if any."""
+        return self._encode(with_current_trace(event))
+
     def encode_all(self, events: Iterable[PaymentEvent]) -> list[EncodedEvent]:
-        """Encode events with this publisher's encoder (validation errors surface here)."""
-        return [self._encode(event) for event in events]
+        """Encode events like :meth:`encode_one` (validation errors surface here)."""
+        return [self.encode_one(event) for event in events]
 
     def steps(self, encoded: Sequence[EncodedEvent], dialect: str) -> list[Step]:
         """The statements (with parameters) that insert ``encoded`` on ``dialect`` and, on PostgreSQL,
@@ -232,7 +237,7 @@ class OutboxPublisher(OutboxWriter, PublishMethodsMixin):
 
     def publish(self, event: PaymentEvent) -> None:
         """Insert ``event`` into the outbox in the caller's transaction (one statement; no commit)."""
-        self.publish_encoded((self._encode(event),))
+        self.publish_encoded((self.encode_one(event),))
 
     def publish_many(self, events: Iterable[PaymentEvent]) -> None:
         """Insert several events in the caller's transaction with one multi-row insert, in the given

@@ -35,6 +35,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from payment_events.relay.decisions import Delivered, DeliveryError, Outcome
 from payment_events.relay.ports import Producible
+from payment_events.tracing import ProduceTracing, otel_available
 
 log = logging.getLogger("payment_events.relay.kafka")
 client_log = logging.getLogger("payment_events.relay.librdkafka")
@@ -121,6 +122,8 @@ class KafkaBatchProducer:
     """A :class:`~payment_events.relay.ports.BatchProducer` over one librdkafka producer.
 
     Used from one thread (the relay loop). ``factory`` builds the underlying client (tests may wrap it).
+    With ``opentelemetry-api`` installed each message is produced in a span, child of the trace context
+    stored with its event (``tracer_provider``: default, the global one); see :mod:`payment_events.tracing`.
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class KafkaBatchProducer:
         config: Mapping[str, Any],
         *,
         factory: Callable[[dict[str, Any]], Any] = Producer,
+        tracer_provider: Any = None,
     ) -> None:
         self._config = dict(config)
         self._factory = factory
@@ -137,6 +141,7 @@ class KafkaBatchProducer:
         """How many times a fresh producer replaced one that hit a fatal error."""
         self.brokers_down = False
         """True after librdkafka reported that all brokers are down, until the next ack."""
+        self._tracing = _produce_tracing(tracer_provider)
         self._producer = self._new_producer()
 
     def _new_producer(self) -> Any:
@@ -246,6 +251,7 @@ class KafkaBatchProducer:
         raw = batch.raw
         pending = batch.pending
         outcomes = batch.outcomes
+        tracing = self._tracing if self._tracing is not None and self._tracing.enabled() else None
         for i, message in enumerate(messages):
 
             def on_delivery(err: Any, msg: Any, i: int = i) -> None:
@@ -254,13 +260,23 @@ class KafkaBatchProducer:
 
             while True:
                 try:
-                    produce(
-                        message.topic,
-                        message.payload,
-                        message.key,
-                        headers=list(message.headers),
-                        on_delivery=on_delivery,
-                    )
+                    if tracing is None:
+                        produce(
+                            message.topic,
+                            message.payload,
+                            message.key,
+                            headers=list(message.headers),
+                            on_delivery=on_delivery,
+                        )
+                    else:
+                        tracing.produce(
+                            produce,
+                            message.topic,
+                            message.payload,
+                            message.key,
+                            headers=message.headers,
+                            on_delivery=on_delivery,
+                        )
                     break
                 except BufferError:
                     producer.poll(0.05)  # the local queue is full: serve reports to make room
@@ -309,3 +325,10 @@ class KafkaBatchProducer:
                 self._producer.poll(0)
         finally:
             self._producer = None
+
+
+def _produce_tracing(tracer_provider: Any) -> ProduceTracing | None:
+    """Per-message OpenTelemetry spans when ``opentelemetry-api`` is installed (the ``otel`` extra)."""
+    if not otel_available():
+        return None
+    return ProduceTracing(tracer_provider)
