@@ -362,6 +362,9 @@ def _text(key: bytes | None) -> str:
 
 def _engine_url(database_url: str) -> str:
     """Accept plain ``postgresql://`` URLs: this project's driver is psycopg 3."""
+    from payment_events.dburl import refuse_async_url
+
+    refuse_async_url(database_url)
     for prefix in ("postgresql://", "postgres://"):
         if database_url.startswith(prefix):
             return "postgresql+psycopg://" + database_url[len(prefix):]

@@ -66,11 +66,18 @@ def _store(url: str) -> object:
     return SqlOutboxStore.from_url(url)
 
 
-@pytest.mark.parametrize("entry", [_build_relay, _upgrade, _store])
+def _audit(url: str) -> object:
+    from payment_events.audit import audit
+
+    return audit(url, "127.0.0.1:1", ["payment.events"], timeout=1.0)
+
+
+@pytest.mark.parametrize("entry", [_build_relay, _upgrade, _store, _audit])
 @pytest.mark.parametrize(("url", "expected"), ASYNC_URLS)
 def test_library_entry_points_refuse_async_url(
     entry: Callable[[str], object], url: str, expected: str, tmp_path: Path
 ) -> None:
-    """build_relay, upgrade and SqlOutboxStore.from_url raise ConfigurationError before connecting."""
+    """build_relay, upgrade, SqlOutboxStore.from_url and audit raise ConfigurationError before
+    connecting."""
     with pytest.raises(ConfigurationError, match=re.escape(expected.split("://", maxsplit=1)[0] + "://")):
         entry(url.replace("pay.db", str(tmp_path / "pay.db")))
