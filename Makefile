@@ -1,7 +1,7 @@
 # The two commands a newcomer needs:  make run  (the main job: the demo)  and  make test  (everything).
 # Each does its own set-up: virtualenv + pinned dependencies (scripts/bootstrap), PostgreSQL and Kafka
 # (scripts/services up). Works on a fresh Debian/Ubuntu machine with Python >= 3.11, Java 17 and Maven.
-.PHONY: run test lint typecheck unit services services-down status bench chaos schemas
+.PHONY: run test lint typecheck unit lowest pythons services services-down status bench chaos schemas
 
 VENV := .venv/bin
 
@@ -12,13 +12,21 @@ test: services lint typecheck
 	$(VENV)/pytest
 
 lint: .venv
-	$(VENV)/ruff check src tests bench
+	$(VENV)/ruff check src tests bench examples
 
 typecheck: .venv
 	$(VENV)/mypy
 
 unit: .venv
 	$(VENV)/pytest tests/unit
+
+# The unit tests with every direct dependency at its lowest allowed version (uv, lowest-direct).
+lowest: .venv
+	scripts/lowest-versions
+
+# The unit tests under every Python >= 3.11 found on this machine (PATH or pyenv).
+pythons: .venv
+	scripts/test-pythons
 
 services: .venv
 	scripts/services up

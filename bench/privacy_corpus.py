@@ -306,7 +306,8 @@ class Probe:
     """What happened to one adversarial text put in one field: through the model and through decode."""
 
     accepted: bool
-    """A miss: the event was built or decoded although it holds a card number."""
+    """A miss: the event was built or decoded and still holds the card number (a field that drops a
+    malformed value instead, like ``traceparent``, keeps the card out: not a miss)."""
     echoed: bool
     """A miss: some error message (or a chained cause) shows the card number."""
     sensitive: bool
@@ -324,7 +325,7 @@ def probe(model: type[BaseEvent], path: tuple[str, ...], text: str, card: str) -
     ]
     for attempt in attempts:
         try:
-            attempt()
+            built = attempt()
         except PaymentEventsError as exc:
             for message in _messages(exc):
                 if text in message or card in message or contains_card_number(message):
@@ -334,7 +335,9 @@ def probe(model: type[BaseEvent], path: tuple[str, ...], text: str, card: str) -
             ):
                 sensitive = False
         else:
-            accepted = True
+            wire = built.model_dump_json(by_alias=True) if isinstance(built, BaseEvent) else repr(built)
+            if text in wire or card in wire or contains_card_number(wire):
+                accepted = True
     return Probe(accepted=accepted, echoed=echoed, sensitive=sensitive)
 
 

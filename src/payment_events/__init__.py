@@ -56,8 +56,9 @@ if TYPE_CHECKING:
         TransientPublishError,
     )
     from payment_events.kafka.admin import ensure_topics
-    from payment_events.kafka.direct import DeliveryReceipt, DirectPublisher
+    from payment_events.kafka.direct import AsyncDirectPublisher, DeliveryReceipt, DirectPublisher
     from payment_events.kafka.topics import TopicRouter
+    from payment_events.outbox.aio import AsyncOutboxPublisher
     from payment_events.outbox.leases import AllShards, PostgresShardLeases
     from payment_events.outbox.migrate import upgrade as upgrade_outbox
     from payment_events.outbox.publisher import OutboxPublisher
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
 
 _LAZY: dict[str, tuple[str, str]] = {
     "AllShards": ("payment_events.outbox.leases", "AllShards"),
+    "AsyncDirectPublisher": ("payment_events.kafka.direct", "AsyncDirectPublisher"),
+    "AsyncOutboxPublisher": ("payment_events.outbox.aio", "AsyncOutboxPublisher"),
     "AuditReport": ("payment_events.audit.report", "AuditReport"),
     "ConfigurationError": ("payment_events.errors", "ConfigurationError"),
     "DeliveryReceipt": ("payment_events.kafka.direct", "DeliveryReceipt"),
@@ -113,6 +116,8 @@ __all__ = [
     "DEFAULT_REGISTRY",
     "ActionRequiredDetails",
     "AllShards",
+    "AsyncDirectPublisher",
+    "AsyncOutboxPublisher",
     "AuditReport",
     "BaseEvent",
     "ConfigurationError",

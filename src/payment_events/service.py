@@ -98,6 +98,7 @@ def build_relay(
     """
     from sqlalchemy.engine import make_url
 
+    from payment_events.dburl import refuse_async_url
     from payment_events.kafka.producer import KafkaBatchProducer, producer_config
     from payment_events.kafka.topics import validate_topic_name
     from payment_events.outbox.leases import AllShards, PostgresShardLeases
@@ -106,6 +107,7 @@ def build_relay(
     from payment_events.relay.ports import Waker
     from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker
 
+    refuse_async_url(database_url)
     config = config or RelayConfig()
     if config.dlq_topic is not None:
         validate_topic_name(config.dlq_topic, "relay option dlq_topic")

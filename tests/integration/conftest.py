@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.integration.django_app.django_setup import DjangoProject, configured_project
 from tests.integration.relay_support import migrated_engine
 
 
@@ -26,3 +27,9 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     engine = migrated_engine(db_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def django_project(_pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DjangoProject]:
+    """The example Django project (examples/django_shop), configured once per session on fresh databases."""
+    yield from configured_project(_pg_admin_url, tmp_path_factory.mktemp("django"))

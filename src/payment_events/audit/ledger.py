@@ -10,7 +10,11 @@ from payment_events.audit.reconcile import LedgerRow
 
 
 def engine_url(database_url: str) -> str:
-    """Accept plain ``postgresql://`` URLs: this project's driver is psycopg 3."""
+    """Accept plain ``postgresql://`` URLs: this project's driver is psycopg 3. An async driver URL raises
+    ``ConfigurationError``."""
+    from payment_events.dburl import refuse_async_url
+
+    refuse_async_url(database_url)
     for prefix in ("postgresql://", "postgres://"):
         if database_url.startswith(prefix):
             return "postgresql+psycopg://" + database_url[len(prefix):]

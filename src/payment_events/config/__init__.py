@@ -1,6 +1,6 @@
 """Configuration: one frozen :class:`Settings` object (``settings``), what each option is called and means
-(``options``), where values come from: defaults < TOML file < environment < flags (``sources``), and
-how a database URL is shown without its secrets (``urls``)."""
+(``options``), and where values come from: defaults < TOML file < environment < flags (``sources``).
+``mask_url`` is :mod:`payment_events.dburl`'s, re-exported."""
 
 from payment_events.config.options import (
     env_var,
@@ -20,7 +20,7 @@ from payment_events.config.settings import (
     parse_duration,
 )
 from payment_events.config.sources import load_settings, unknown_environment
-from payment_events.config.urls import mask_url, url_has_secret
+from payment_events.dburl import mask_url, url_has_secret
 
 __all__ = [
     "CONFIG_FILE_ENV",

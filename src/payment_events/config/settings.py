@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from payment_events.config.urls import mask_url
+from payment_events.dburl import async_url_problem, mask_url
 from payment_events.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -293,6 +293,9 @@ class Settings(BaseModel):
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme.split("+", 1)[0] not in {"sqlite", "postgresql"}:
             raise ValueError("expected a URL starting with sqlite:/// or postgresql+psycopg://")
+        problem = async_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from payment_events.config.options import env_var, flag, is_secret, option_form
 from payment_events.config.settings import CONFIG_FILE_ENV, ENV_PREFIX, Settings
-from payment_events.config.urls import mask_url
+from payment_events.dburl import mask_url
 from payment_events.errors import ConfigurationError
 
 

@@ -9,6 +9,7 @@ echoed, not even in the chained pydantic ``ValidationError`` (``hide_input_in_er
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
@@ -123,6 +124,7 @@ FreeText = Annotated[
 ]
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_log = logging.getLogger("payment_events.events")
 
 
 def _check_traceparent(value: str) -> str:
@@ -145,6 +147,22 @@ def _check_source(value: str) -> str:
         )
         raise ValueError(msg)
     return value
+
+
+def _drop_malformed_traceparent(value: object) -> object:
+    """A traceparent is tracing metadata, not part of the payment: one that is not W3C ``00-...`` (an
+    inbound header from a broken client, say) is dropped with a warning instead of failing the event."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        match = _TRACEPARENT.fullmatch(value)
+        if match is not None and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
+            return value
+    _log.warning(
+        "malformed traceparent dropped; the event is published without one",
+        extra={"event": "event.traceparent_dropped", "length": len(str(value))},
+    )
+    return None
 
 
 def _check_uuid7(value: UUID) -> UUID:
@@ -287,14 +305,16 @@ class BaseEvent(ContractModel):
     correlation_id: Identifier | None = None
     """Optional id tying this event to the request or saga that caused it."""
 
-    traceparent: (
+    # A malformed traceparent is dropped with a warning (event.traceparent_dropped), never an error.
+    traceparent: Annotated[
         Annotated[
             str,
             StringConstraints(strict=True, pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"),
             AfterValidator(_check_traceparent),
         ]
-        | None
-    ) = None
+        | None,
+        BeforeValidator(_drop_malformed_traceparent),
+    ] = None
     """Optional W3C Trace Context traceparent (version 00) of the operation that produced the event."""
 
     @classmethod

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, runtime_checkable
+
+from typing_extensions import TypeVar
 
 from payment_events.events import (
     PaymentCaptured,
@@ -24,6 +26,9 @@ from payment_events.events import (
 )
 
 __all__ = ["PaymentEventPublisher", "PublishMethodsMixin"]
+
+R = TypeVar("R", default=None)
+"""What ``publish`` returns: ``None`` for a synchronous publisher, an awaitable for an async one."""
 
 
 @runtime_checkable
@@ -75,45 +80,48 @@ class PaymentEventPublisher(Protocol):
         ...
 
 
-class PublishMethodsMixin(ABC):
-    """The eight typed ``publish_*`` methods, each delegating to ``self.publish(event)``.
+class PublishMethodsMixin(ABC, Generic[R]):
+    """The eight typed ``publish_*`` methods, each returning ``self.publish(event)``.
 
     Subclasses implement ``publish`` (and ``publish_many``) only. The typed methods exist for callers'
-    readability and static typing; they add no behaviour.
+    readability and static typing; they add no behaviour. One mixin serves both worlds: a synchronous
+    publisher subclasses ``PublishMethodsMixin`` (``R`` is ``None``), an async one
+    ``PublishMethodsMixin[Awaitable[None]]`` with an ``async def publish``, and then
+    ``await publisher.publish_payment_succeeded(event)`` awaits that ``publish``.
     """
 
     @abstractmethod
-    def publish(self, event: PaymentEvent) -> None:
+    def publish(self, event: PaymentEvent) -> R:
         """Publish one event of any type."""
 
-    def publish_payment_succeeded(self, event: PaymentSucceeded) -> None:
+    def publish_payment_succeeded(self, event: PaymentSucceeded) -> R:
         """Publish a :class:`PaymentSucceeded`."""
-        self.publish(event)
+        return self.publish(event)
 
-    def publish_payment_failed(self, event: PaymentFailed) -> None:
+    def publish_payment_failed(self, event: PaymentFailed) -> R:
         """Publish a :class:`PaymentFailed`."""
-        self.publish(event)
+        return self.publish(event)
 
-    def publish_payment_requires_action(self, event: PaymentRequiresAction) -> None:
+    def publish_payment_requires_action(self, event: PaymentRequiresAction) -> R:
         """Publish a :class:`PaymentRequiresAction`."""
-        self.publish(event)
+        return self.publish(event)
 
-    def publish_payment_captured(self, event: PaymentCaptured) -> None:
+    def publish_payment_captured(self, event: PaymentCaptured) -> R:
         """Publish a :class:`PaymentCaptured`."""
-        self.publish(event)
+        return self.publish(event)
 
-    def publish_refund_processed(self, event: RefundProcessed) -> None:
+    def publish_refund_processed(self, event: RefundProcessed) -> R:
         """Publish a :class:`RefundProcessed`."""
-        self.publish(event)
+        return self.publish(event)
 
-    def publish_refund_failed(self, event: RefundFailed) -> None:
+    def publish_refund_failed(self, event: RefundFailed) -> R:
         """Publish a :class:`RefundFailed`."""
-        self.publish(event)
+        return self.publish(event)
 
-    def publish_payment_method_added(self, event: PaymentMethodAdded) -> None:
+    def publish_payment_method_added(self, event: PaymentMethodAdded) -> R:
         """Publish a :class:`PaymentMethodAdded`."""
-        self.publish(event)
+        return self.publish(event)
 
-    def publish_payment_method_removed(self, event: PaymentMethodRemoved) -> None:
+    def publish_payment_method_removed(self, event: PaymentMethodRemoved) -> R:
         """Publish a :class:`PaymentMethodRemoved`."""
-        self.publish(event)
+        return self.publish(event)

@@ -17,14 +17,21 @@ and resolves the future with a :class:`DeliveryReceipt` (partition and offset) o
 and blocks until the broker acknowledged (the spec's "wait for an acknowledgment" for critical events).
 The producer uses the relay's settings: idempotent, ``acks=all``, ordered per partition. ``close()``
 flushes what is queued (bounded) and stops the thread.
+
+For asyncio code, ``publisher.aio()`` gives an :class:`AsyncDirectPublisher` over the same producer:
+``await aio.publish_payment_succeeded(event)`` resolves once the broker acknowledged (or, in
+fire-and-forget mode, as soon as the event is queued). The delivery report still arrives on the poll
+thread; it settles an asyncio future on the caller's loop through ``loop.call_soon_threadsafe``, so the
+event loop is never blocked waiting for the broker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
@@ -119,8 +126,9 @@ class DirectPublisher(PublishMethodsMixin):
     def publish_async(self, event: PaymentEvent) -> Future[DeliveryReceipt]:
         """Encode and enqueue ``event``; return at once with a future of its :class:`DeliveryReceipt`."""
         from payment_events.events.codec import encode
+        from payment_events.tracing import with_current_trace
 
-        encoded = encode(event)
+        encoded = encode(with_current_trace(event))
         return self.publish_encoded(encoded, self._router.topic_for(encoded.event_type))
 
     def publish_and_wait(self, event: PaymentEvent, timeout: float = 30.0) -> DeliveryReceipt:
@@ -204,6 +212,10 @@ class DirectPublisher(PublishMethodsMixin):
                 extra={"event": "direct.close_undelivered", "count": left},
             )
 
+    def aio(self, *, wait_for_ack: bool | None = None) -> AsyncDirectPublisher:
+        """This publisher's asyncio face (``wait_for_ack`` defaults to this publisher's mode)."""
+        return AsyncDirectPublisher(self, wait_for_ack=wait_for_ack)
+
     def __enter__(self) -> DirectPublisher:
         return self
 
@@ -220,6 +232,89 @@ class DirectPublisher(PublishMethodsMixin):
         if error.fatal():
             self._fatal = str(error.name())
             log.error("fatal producer error", extra={"event": "direct.producer_fatal", "code": error.name()})
+
+
+class AsyncDirectPublisher(PublishMethodsMixin[Awaitable[None]]):
+    """The asyncio face of a :class:`DirectPublisher` (same producer, same warning: it can lose events).
+
+    Every method is a coroutine: ``await publisher.publish_payment_succeeded(event)`` returns once the
+    broker acknowledged the event (raising a ``PublishError`` otherwise, or ``TransientPublishError``
+    after ``ack_timeout``), or, with ``wait_for_ack=False``, as soon as it is queued. Build it with
+    ``DirectPublisher(...).aio()`` or ``AsyncDirectPublisher(direct)``; ``await aclose()`` (or
+    ``async with``) closes the underlying publisher without blocking the loop.
+    """
+
+    def __init__(self, direct: DirectPublisher, *, wait_for_ack: bool | None = None) -> None:
+        self.direct = direct
+        self._wait_for_ack = direct._wait_for_ack if wait_for_ack is None else wait_for_ack
+
+    async def publish(self, event: PaymentEvent) -> None:
+        """Publish ``event``; with ``wait_for_ack``, return once the broker acknowledged it."""
+        future = self.publish_async(event)
+        if self._wait_for_ack:
+            await self._wait(future, self.direct._ack_timeout)
+
+    async def publish_many(self, events: Iterable[PaymentEvent]) -> None:
+        """Publish several events in order; with ``wait_for_ack``, return once all were acknowledged."""
+        futures = [self.publish_async(event) for event in events]
+        if self._wait_for_ack and futures:
+            await self._wait(asyncio.gather(*futures), self.direct._ack_timeout)
+
+    async def publish_and_wait(self, event: PaymentEvent, timeout: float = 30.0) -> DeliveryReceipt:
+        """Publish ``event`` and return its :class:`DeliveryReceipt` once the broker acknowledged it."""
+        receipt: DeliveryReceipt = await self._wait(self.publish_async(event), timeout)
+        return receipt
+
+    def publish_async(self, event: PaymentEvent) -> asyncio.Future[DeliveryReceipt]:
+        """Queue ``event`` now; return an asyncio future of its receipt (must run inside a loop)."""
+        return bridge(self.direct.publish_async(event), asyncio.get_running_loop())
+
+    @staticmethod
+    async def _wait(future: Awaitable[Any], timeout: float) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise TransientPublishError(
+                f"no acknowledgment within {timeout} s; the event may still be delivered later"
+            ) from None
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Close the underlying :class:`DirectPublisher` (its bounded flush runs in a worker thread)."""
+        await asyncio.to_thread(self.direct.close, timeout)
+
+    async def __aenter__(self) -> AsyncDirectPublisher:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+def bridge(
+    future: Future[DeliveryReceipt], loop: asyncio.AbstractEventLoop
+) -> asyncio.Future[DeliveryReceipt]:
+    """An asyncio future on ``loop`` settled like ``future``, which another thread (the poll thread's
+    delivery callback) settles: the outcome is handed over with ``loop.call_soon_threadsafe``."""
+    result: asyncio.Future[DeliveryReceipt] = loop.create_future()
+
+    def settle(done: Future[DeliveryReceipt]) -> None:  # runs on the loop's thread
+        if result.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            result.set_exception(error)
+        else:
+            result.set_result(done.result())
+
+    def hand_over(done: Future[DeliveryReceipt]) -> None:  # runs on the poll thread (or at once)
+        try:
+            loop.call_soon_threadsafe(settle, done)
+        except RuntimeError:  # the loop is closed: nobody is waiting for this outcome any more
+            log.debug("delivery outcome after the event loop closed", extra={"event": "direct.loop_closed"})
+
+    future.add_done_callback(hand_over)
+    return result
 
 
 def _publish_error(error: Any, event_id: str, topic: str) -> PublishError:

@@ -36,6 +36,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from payment_events.kafka.client import flush_then_purge
 from payment_events.relay.delivery import Delivered, DeliveryError, Outcome
 from payment_events.relay.ports import Producible
+from payment_events.tracing import ProduceTracing, otel_available
 
 log = logging.getLogger("payment_events.kafka.producer")
 client_log = logging.getLogger("payment_events.relay.librdkafka")
@@ -123,6 +124,8 @@ class KafkaBatchProducer:
     """A :class:`~payment_events.relay.ports.BatchProducer` over one librdkafka producer.
 
     Used from one thread (the relay loop). ``factory`` builds the underlying client (tests may wrap it).
+    With ``opentelemetry-api`` installed each message is produced in a span, child of the trace context
+    stored with its event (``tracer_provider``: default, the global one); see :mod:`payment_events.tracing`.
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class KafkaBatchProducer:
         *,
         factory: Callable[[dict[str, Any]], Any] = Producer,
         statistics: Callable[[str], None] | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         self._config = dict(config)
         self._factory = factory
@@ -139,6 +143,7 @@ class KafkaBatchProducer:
         self._fatal: DeliveryError | None = None
         self.rebuilds = 0
         """How many times a fresh producer replaced one that hit a fatal error."""
+        self._tracing = _produce_tracing(tracer_provider)
         self._producer = self._new_producer()
 
     def _new_producer(self) -> Any:
@@ -248,6 +253,7 @@ class KafkaBatchProducer:
         raw = batch.raw
         pending = batch.pending
         outcomes = batch.outcomes
+        tracing = self._tracing if self._tracing is not None and self._tracing.enabled() else None
         for i, message in enumerate(messages):
 
             def on_delivery(err: Any, msg: Any, i: int = i) -> None:
@@ -256,13 +262,23 @@ class KafkaBatchProducer:
 
             while True:
                 try:
-                    produce(
-                        message.topic,
-                        message.payload,
-                        message.key,
-                        headers=list(message.headers),
-                        on_delivery=on_delivery,
-                    )
+                    if tracing is None:
+                        produce(
+                            message.topic,
+                            message.payload,
+                            message.key,
+                            headers=list(message.headers),
+                            on_delivery=on_delivery,
+                        )
+                    else:
+                        tracing.produce(
+                            produce,
+                            message.topic,
+                            message.payload,
+                            message.key,
+                            headers=message.headers,
+                            on_delivery=on_delivery,
+                        )
                     break
                 except BufferError:
                     producer.poll(0.05)  # the local queue is full: serve reports to make room
@@ -305,3 +321,10 @@ class KafkaBatchProducer:
                 )
         finally:
             self._producer = None
+
+
+def _produce_tracing(tracer_provider: Any) -> ProduceTracing | None:
+    """Per-message OpenTelemetry spans when ``opentelemetry-api`` is installed (the ``otel`` extra)."""
+    if not otel_available():
+        return None
+    return ProduceTracing(tracer_provider)

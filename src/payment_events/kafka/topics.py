@@ -14,9 +14,7 @@ import re
 from collections.abc import Collection, Mapping
 
 from payment_events.errors import ConfigurationError
-
-DEFAULT_TOPIC = "payment.events"
-"""The aggregate topic every event goes to unless routed elsewhere."""
+from payment_events.outbox.inserts import DEFAULT_TOPIC
 
 MAX_TOPIC_LENGTH = 249
 _TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._-]+$")

@@ -195,6 +195,9 @@ def configure_logging(
     handler = logging.StreamHandler(target)
     handler.setFormatter(JsonFormatter() if chosen == "json" else ConsoleFormatter())
     handler.addFilter(RedactingFilter())
+    from payment_events.tracing import TraceContextFilter
+
+    handler.addFilter(TraceContextFilter())  # trace_id/span_id inside an OpenTelemetry span
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()
     for old in list(root.handlers):

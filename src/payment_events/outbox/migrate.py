@@ -4,6 +4,15 @@ Alembic runs on a connection we open (no ``alembic.ini``), and records its versi
 ``payment_events_alembic_version``, so an application that uses Alembic for its own tables keeps its
 ``alembic_version`` untouched and both histories live side by side in one database. Works on PostgreSQL
 and SQLite; on PostgreSQL concurrent upgrades (two relays starting at once) wait for each other.
+
+An application's own ``alembic revision --autogenerate`` sees the outbox tables as tables missing from
+its metadata and proposes to drop them. Its ``env.py`` passes :func:`include_name` (and, if it imports
+our metadata, :func:`include_object`) to ``context.configure`` so autogenerate leaves them alone::
+
+    from payment_events.outbox.migrate import include_name, include_object
+
+    context.configure(connection=connection, target_metadata=target_metadata,
+                      include_name=include_name, include_object=include_object)
 """
 
 from __future__ import annotations
@@ -12,19 +21,24 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from payment_events.dburl import refuse_async_url
 from payment_events.errors import MigrationRequiredError, StoreError
+from payment_events.outbox.table import TABLE_NAME
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 VERSION_TABLE = "payment_events_alembic_version"
 """Where Alembic records the outbox schema version (never the application's ``alembic_version``)."""
+
+OUTBOX_TABLES = frozenset({TABLE_NAME, VERSION_TABLE})
+"""The tables payment-events owns: an application's autogenerate must neither create nor drop them."""
 
 _PROCESS_LOCK = threading.Lock()  # Alembic's `context`/`op` are process-wide proxies: one run at a time
 MIGRATION_LOCK_ID = 0x7065_6F62  # "peob": payment-events outbox, as a bigint advisory-lock key
@@ -47,6 +61,7 @@ def _engine(url_or_engine: str | Engine) -> Iterator[Engine]:
     if isinstance(url_or_engine, Engine):
         yield url_or_engine
         return
+    refuse_async_url(url_or_engine)
     engine = create_engine(url_or_engine)
     try:
         yield engine
@@ -103,3 +118,23 @@ def check(url_or_engine: str | Engine) -> None:
             f"the outbox schema is at revision {current or 'none'} but this code needs {head}: "
             "run `payment-events db upgrade`"
         )
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Alembic ``include_name`` hook: skip the outbox tables (and so their columns, indexes and
+    constraints) when autogenerate reflects the database; everything else is included.
+
+    To combine it with a filter of your own: ``include_name=lambda *a: include_name(*a) and mine(*a)``.
+    """
+    if type_ == "table":
+        return name not in OUTBOX_TABLES
+    table = parent_names.get("table_name") if hasattr(parent_names, "get") else None
+    return table not in OUTBOX_TABLES
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Alembic ``include_object`` hook: skip the outbox tables and anything on them, whether reflected
+    from the database or present in the application's metadata (e.g. after importing our table)."""
+    table = obj if type_ == "table" else getattr(obj, "table", None)
+    table_name = getattr(table, "name", None)
+    return table_name not in OUTBOX_TABLES

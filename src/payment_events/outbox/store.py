@@ -132,7 +132,10 @@ class SqlOutboxStore:
     ) -> SqlOutboxStore:
         """A store with its own engine for ``url`` (closed by :meth:`close`). SQLite gets WAL and a busy
         timeout. With ``check_schema`` a missing or outdated table raises ``MigrationRequiredError`` now
-        rather than at the first claim."""
+        rather than at the first claim. An async driver URL raises ``ConfigurationError``."""
+        from payment_events.dburl import refuse_async_url
+
+        refuse_async_url(url)
         if url.startswith("postgresql"):
             engine_options = postgres.engine_options(engine_options)
         engine = create_engine(url, **engine_options)

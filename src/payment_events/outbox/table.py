@@ -96,9 +96,9 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 def sqlite_timestamp(value: datetime) -> str:
     """``value`` as the fixed-width UTC text SQLite stores (exactly what :class:`UtcDateTime` writes)."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("outbox timestamps must be timezone-aware (use datetime.now(UTC))")
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    from payment_events.outbox.inserts import sqlite_text
+
+    return sqlite_text(value)
 
 
 metadata = MetaData()

@@ -7,7 +7,8 @@ SIGTERM is :mod:`payment_events.service` (``run_relay``). The decisions it takes
 
 from __future__ import annotations
 
+from payment_events.outbox.inserts import NOTIFY_CHANNEL
 from payment_events.relay.loop import CycleReport, Relay
-from payment_events.relay.settings import DEFAULT_DLQ_TOPIC, NOTIFY_CHANNEL, RelayConfig
+from payment_events.relay.settings import DEFAULT_DLQ_TOPIC, RelayConfig
 
 __all__ = ["DEFAULT_DLQ_TOPIC", "NOTIFY_CHANNEL", "CycleReport", "Relay", "RelayConfig"]

@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from payment_events.errors import ConfigurationError
+from payment_events.outbox.inserts import NOTIFY_CHANNEL
 from payment_events.outbox.sharding import DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT
 from payment_events.relay.decisions import RetryPolicy
 
 DEFAULT_DLQ_TOPIC = "payment.events.dlq"
-NOTIFY_CHANNEL = "payment_events_outbox"
-"""The PostgreSQL LISTEN/NOTIFY channel the outbox publisher notifies on commit."""
 
 
 

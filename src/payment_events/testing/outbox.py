@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from payment_events.events.publisher import PublishMethodsMixin
 from payment_events.outbox.headers import parse_headers
+from payment_events.outbox.inserts import DEFAULT_TOPIC
 from payment_events.outbox.ports import (
     DEAD,
     PENDING,
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ["InMemoryOutboxStore", "InMemoryPublisher", "InMemoryTransaction"]
 
-DEFAULT_TOPIC = "payment.events"
 
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from payment_events.errors import ConfigurationError
-from payment_events.kafka.topics import DEFAULT_TOPIC, TopicRouter, parse_routing, validate_topic_name
+from payment_events.kafka.topics import TopicRouter, parse_routing, validate_topic_name
+from payment_events.outbox.inserts import DEFAULT_TOPIC
 
 
 def test_every_event_goes_to_the_aggregate_topic_by_default() -> None:
