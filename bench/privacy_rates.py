@@ -4,8 +4,8 @@
   find, that log redaction leaves readable, or that an event accepts or echoes in an error, when put in
   any string field of any registered event model (built directly and decoded from JSON);
 * **false refusals** over realistic honest ids: ids that ``privacy.check_text`` (what every event field
-  goes through) refuses. Bare numeric ids that are themselves card numbers (range, length and Luhn) are
-  refused by design and counted apart.
+  goes through) refuses. Ids whose digits, bare or behind a ``pay_``-style prefix, are themselves a card
+  number (range, length and Luhn) are refused by design and counted apart, per format.
 
 Options: ``--ids N`` (default 3,000,000), ``--cards-per-brand K`` for the per-field probe (default 1:
 every brand and every written form in every field; ``0`` means all test cards), ``--seed``.
@@ -163,7 +163,7 @@ def _print(report: dict[str, Any]) -> None:
         f"honest ids: {ids['ids']:,} (seed {ids['seed']})",
         f"  false refusals: {ids['false_refusals']} of {ids['honest_ids']:,} "
         f"(rate {ids['false_refusal_rate']:.2e}, 95% upper bound {ids['upper_bound_95']:.2e})",
-        "  bare numeric ids that are card numbers, refused by design: "
+        "  ids whose digits are a card number (bare or behind a prefix), refused by design: "
         f"{ids['refused_by_design_bare_card_ids']:,}",
     ]
     for name, row in ids["per_format"].items():

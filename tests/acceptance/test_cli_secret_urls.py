@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.acceptance.support import RelayProcess, cli_env, run_cli
+from tests.brokers import wait_for
 from tests.conftest import PG_ADMIN_URL
 
 
@@ -38,6 +40,10 @@ def odd_role(_pg_admin_url: str) -> Iterator[tuple[str, str, str]]:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
             conn.execute(sa.text(f'DROP ROLE IF EXISTS "{role}"'))
         admin.dispose()
+
+
+def _logged(relay: RelayProcess, event: str) -> bool:
+    return event in relay.output()
 
 
 def _host_port() -> str:
@@ -97,6 +103,7 @@ def test_odd_password_never_shows_in_config_db_upgrade_or_relay_logs(
         relay = RelayProcess(env, tmp_path)
         try:
             relay.wait_serving()
+            wait_for(functools.partial(_logged, relay, "relay.serving"), 60, "the relay.serving log line")
         finally:
             relay.stop()
         output = relay.output()

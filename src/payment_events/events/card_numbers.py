@@ -288,9 +288,19 @@ def _spans(text: str) -> Iterator[tuple[int, int]]:
 _THIRTEEN_DIGITS = re.compile(r"[0-9](?:[\W_]*[0-9]){12}")
 
 
+# In ASCII text those 13 digits lie in a run of 13+ characters without letters: a cheap first test.
+_LETTER_FREE_RUN = re.compile(r"[^A-Za-z]{13,}")
+_DIGIT_COUNT = str.maketrans("", "", "0123456789")
+
+
 def might_contain_card_number(text: str) -> bool:
     """A fast over-approximation of :func:`contains_card_number`: ``False`` means certainly none."""
-    return not text.isascii() or "%" in text or _THIRTEEN_DIGITS.search(text) is not None
+    if not text.isascii() or "%" in text:
+        return True
+    for run in _LETTER_FREE_RUN.findall(text):
+        if len(run) - len(run.translate(_DIGIT_COUNT)) >= MIN_PAN_LENGTH:
+            return True
+    return False
 
 
 def contains_card_number(text: str) -> bool:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from cloudevents.core.bindings import http
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
 
@@ -93,3 +94,6 @@ def test_cloudevents_sdk_reads_our_kafka_binary_messages(source: str | None) -> 
     assert data is not None
     body = data if isinstance(data, dict) else json.loads(data)
     assert body["paymentId"] == event.payment_id
+    # Forwarded over HTTP in structured mode, the SDK reads the same source back.
+    forwarded = http.from_http(http.to_structured(parsed, JSONFormat()), JSONFormat())
+    assert forwarded.get_source() == parsed.get_source()
