@@ -47,6 +47,9 @@ StoreFactory = Callable[[str, RelayConfig], OutboxStore]
 if it has a ``close()``)."""
 
 _PROBE_INTERVAL_SECONDS = 5.0
+_DLQ_TIMEOUT_SECONDS = 5.0
+"""The dead-letter copier's wait for one attempt (on its own thread: live traffic never waits for it)."""
+_DLQ_MESSAGE_TIMEOUT_MS = 10_000
 
 
 def run_relay(
@@ -86,8 +89,14 @@ def build_relay(
     *,
     observer: RelayObserver | None = None,
     store_factory: StoreFactory | None = None,
+    on_topic_state: Callable[[str, bool], None] | None = None,
 ) -> Relay:
     """A ready-to-run :class:`Relay` with the SQL store, shard leases, Kafka producer and waker.
+
+    The producer is wrapped in :class:`~payment_events.kafka.guard.GuardedProducer` (record batches
+    sized below each topic's limit, a missing topic answered at once; ``on_topic_state(topic, missing)``
+    hears when a topic goes missing or comes back) and dead-letter copies go through a second producer
+    on their own thread (:class:`~payment_events.relay.dead_letter_copies.DeadLetterCopier`).
 
     Everything it opens (engine, lease connection, producer, LISTEN connection) is closed when
     ``Relay.run`` returns (or by ``Relay.close()`` for a relay that is never run). ``store_factory``
@@ -95,10 +104,12 @@ def build_relay(
     """
     from sqlalchemy.engine import make_url
 
+    from payment_events.kafka.guard import AdminTopicCatalog, GuardedProducer, admin_config
     from payment_events.kafka.producer import KafkaBatchProducer, producer_config
     from payment_events.outbox.leases import AllShards, PostgresShardLeases
     from payment_events.outbox.ports import ShardLeases
     from payment_events.outbox.store import SqlOutboxStore
+    from payment_events.relay.dead_letter_copies import DeadLetterCopier
     from payment_events.relay.ports import Waker
     from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker
 
@@ -127,8 +138,28 @@ def build_relay(
             leases = pg_leases
         else:
             leases = AllShards(config.shard_count)
-        producer = KafkaBatchProducer(producer_config(bootstrap_servers, config.producer_overrides))
+        catalog = AdminTopicCatalog(admin_config(bootstrap_servers, config.producer_overrides))
+        producer = GuardedProducer(
+            KafkaBatchProducer(producer_config(bootstrap_servers, config.producer_overrides)),
+            catalog,
+            on_topic_state=on_topic_state,
+        )
         closers.append(lambda: producer.close(0.0))
+        copier = DeadLetterCopier(
+            GuardedProducer(
+                KafkaBatchProducer(
+                    producer_config(
+                        bootstrap_servers,
+                        {**config.producer_overrides, "message.timeout.ms": _DLQ_MESSAGE_TIMEOUT_MS},
+                    )
+                ),
+                catalog,
+            ),
+            timeout=_DLQ_TIMEOUT_SECONDS,
+            backoff_cap_seconds=config.backoff_cap_seconds,
+            threaded=True,
+        )
+        closers.append(lambda: copier.close(0.0))
         waker: Waker = SleepWaker()
         if backend == "postgresql" and config.listen:
             waker = PostgresNotifyWaker(database_url, config.notify_channel)
@@ -140,7 +171,8 @@ def build_relay(
             leases=leases,
             observer=observer,
             waker=waker,
-            closers=closers[:-2][::-1],  # the relay closes its producer and waker itself
+            closers=closers[:-3][::-1],  # the relay closes its producer, copier and waker itself
+            dead_letters=copier,
         )
     except BaseException:
         for close in reversed(closers):

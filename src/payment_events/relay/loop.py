@@ -26,6 +26,7 @@ from typing import cast
 from payment_events.errors import ConfigurationError
 from payment_events.ops.observer import NullObserver, RelayObserver
 from payment_events.outbox.ports import ExcludingClaim, OutboxRecord, OutboxStore, ShardLeases, utc_now
+from payment_events.relay.dead_letter_copies import DeadLetterCopier
 from payment_events.relay.decisions import (
     Outcome,
     Resolution,
@@ -36,7 +37,7 @@ from payment_events.relay.decisions import (
     resolve_batch,
 )
 from payment_events.relay.ports import BatchProducer, Waker
-from payment_events.relay.reporting import dead_letter, report
+from payment_events.relay.reporting import dead_letter_copies, report
 from payment_events.relay.settings import RelayConfig
 from payment_events.relay.wakeup import SleepWaker
 
@@ -92,6 +93,7 @@ class Relay:
         clock: Callable[[], datetime] = utc_now,
         rand: Callable[[], float] = random.random,
         closers: Sequence[Callable[[], object]] = (),
+        dead_letters: DeadLetterCopier | None = None,
     ) -> None:
         self.config = config or RelayConfig()
         message_timeout = getattr(producer, "message_timeout", None)
@@ -103,6 +105,12 @@ class Relay:
                 "an earlier one of its partition timed out"
             )
         self._closers = list(closers)
+        # Dead-letter copies go through their own producer in the service (kafka.guard + a thread); a
+        # relay built without one copies through its producer after the marks, bounded and backing off.
+        self._dead_letters = dead_letters or DeadLetterCopier(
+            producer, timeout=min(5.0, self.config.delivery_timeout_seconds), rand=rand
+        )
+        self._own_copier = dead_letters is None
         self._closed = False
         self._overlap = self.config.overlap_marks and isinstance(store, ExcludingClaim)
         self._marking: _Marking | None = None
@@ -214,9 +222,7 @@ class Relay:
         """
         decided_at = self._clock()
         resolution = resolve_batch(records, outcomes, now=decided_at, policy=self._policy, rand=self._rand)
-        if resolution.dead_records and self.config.dlq_topic:
-            timeout = self.config.delivery_timeout_seconds
-            dead_letter(self._producer, self.config.dlq_topic, resolution, timeout)
+        copies = dead_letter_copies(self.config.dlq_topic, resolution) if resolution.dead_records else []
         self._join_marking()
         if self._overlap and not (resolution.retries or resolution.untouched or resolution.outage):
             if self._marker is None:
@@ -228,6 +234,10 @@ class Relay:
         else:
             self._store.resolve(resolution.published, resolution.retries, resolution.dead)
             report(self._observer, resolution, self._clock())
+        if copies:
+            self._dead_letters.submit(copies)  # after the dead marks were handed to the store
+        if self._own_copier:
+            self._dead_letters.pump()
         return CycleReport(
             claimed=len(records),
             published=len(resolution.published),
@@ -379,6 +389,9 @@ class Relay:
         steps: list[Callable[[], object]] = [
             self._settle_marks,
             *([self._marker.shutdown] if self._marker is not None else []),
+            lambda: self._dead_letters.close(min(5.0, self.config.delivery_timeout_seconds))
+            if not self._own_copier
+            else self._dead_letters.pump(),
             lambda: self._producer.close(self.config.delivery_timeout_seconds),
             *([self._leases.release_all] if self._leases is not None else []),
             self._waker.close,

@@ -95,7 +95,8 @@ def test_rows_for_a_missing_topic_neither_stall_other_rows_nor_the_relay(
     for row in rows(engine):
         if row["topic"] == missing:
             assert row["state"] == "dead"
-            assert "UNKNOWN_TOPIC" in row["last_error"] and missing in row["last_error"]
+            assert "UNKNOWN_TOPIC" in row["last_error"]
+            assert missing in row["last_error"]
     engine.dispose()
 
 
