@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -47,6 +48,7 @@ StoreFactory = Callable[[str, RelayConfig], OutboxStore]
 if it has a ``close()``)."""
 
 _PROBE_INTERVAL_SECONDS = 5.0
+_TOPIC_CHECK_TIMEOUT_SECONDS = 10.0
 _DLQ_TIMEOUT_SECONDS = 5.0
 """The dead-letter copier's wait for one attempt (on its own thread: live traffic never waits for it)."""
 _DLQ_MESSAGE_TIMEOUT_MS = 10_000
@@ -241,7 +243,6 @@ def serve(settings: Settings) -> int:
 
     log = get_logger("payment_events.service")
     migrate.check(settings.database_url)
-    prepare_topics(settings)
     # No *_created series: they double the scrape size and nobody graphs them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     with contextlib.ExitStack() as stack:  # everything started below is stopped in reverse order
@@ -261,15 +262,6 @@ def serve(settings: Settings) -> int:
             sink=notifier,
         )
         observer = FanOutObserver(metrics, alerts, state)
-        relay = build_relay(
-            settings.database_url,
-            settings.kafka_bootstrap_servers,
-            settings.to_relay_config(),
-            observer=observer,
-        )
-        stack.callback(relay.close)  # idempotent; run() closes too, this covers a failed start
-        if settings.database_url.startswith("sqlite"):
-            observer.shards_owned(settings.relay_shard_count)  # one relay owns every shard on SQLite
         checks = _Checks(settings)
         stack.callback(checks.close)
         probe = ReachabilityProbe(
@@ -279,12 +271,37 @@ def serve(settings: Settings) -> int:
             interval=_PROBE_INTERVAL_SECONDS,
         ).start()
         stack.callback(probe.stop)
+        stop_requested = threading.Event()
+        relays: list[Relay] = []
 
         def on_stop() -> None:
             state.stopping()  # /readyz turns false at once; the relay finishes its cycle and exits
-            relay.stop()
+            stop_requested.set()
+            for relay in relays:
+                relay.stop()
 
         stack.enter_context(stop_on_signals(on_stop))
+        if not _wait_for_topics(settings, state, stop_requested):
+            log.info("relay.exited")
+            return 0
+
+        def on_topic_state(topic: str, missing: bool) -> None:
+            state.topic_missing(topic, missing)
+            alerts.topic_missing(topic, missing)
+
+        relay = build_relay(
+            settings.database_url,
+            settings.kafka_bootstrap_servers,
+            settings.to_relay_config(),
+            observer=observer,
+            on_topic_state=on_topic_state,
+        )
+        relays.append(relay)
+        stack.callback(relay.close)  # idempotent; run() closes too, this covers a failed start
+        if stop_requested.is_set():
+            relay.stop()
+        if settings.database_url.startswith("sqlite"):
+            observer.shards_owned(settings.relay_shard_count)  # one relay owns every shard on SQLite
         log.info(
             "relay.serving",
             database=mask_url(settings.database_url),
@@ -298,9 +315,45 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def prepare_topics(settings: Settings) -> list[TopicStatus]:
+def _wait_for_topics(settings: Settings, state: HealthState, stop: threading.Event) -> bool:
+    """Check (or create) the topics, waiting while the broker cannot be reached: /healthz stays live,
+    /readyz says what the relay waits for, a log line says it too (once, then every minute). Returns
+    False if a stop was requested while waiting. A missing topic that may not be created still raises."""
+    from payment_events.errors import TransientPublishError
+    from payment_events.ops.logs import get_logger
+
+    log = get_logger("payment_events.service")
+    waited = 0
+    next_log = 0.0
+    while not stop.is_set():
+        state.tick()
+        try:
+            prepare_topics(settings, timeout=_TOPIC_CHECK_TIMEOUT_SECONDS)
+        except TransientPublishError as exc:
+            reason = f"the Kafka broker at {settings.kafka_bootstrap_servers} ({exc})"
+            state.waiting_for(reason)
+            now = time.monotonic()
+            if now >= next_log:
+                next_log = now + 60.0
+                log.warning("relay.waiting_for_broker", waiting_for=reason, attempts=waited + 1)
+            waited += 1
+            delay = min(30.0, 1.0 * 2 ** min(waited, 5))
+            deadline = time.monotonic() + delay
+            while not stop.is_set() and time.monotonic() < deadline:
+                state.tick()  # the process is alive and doing what it should: waiting
+                stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            continue
+        if waited:
+            log.info("relay.broker_answered", attempts=waited + 1)
+        state.waiting_for(None)
+        return True
+    return False
+
+
+def prepare_topics(settings: Settings, *, timeout: float = 30.0) -> list[TopicStatus]:
     """Create the configured topics (aggregate, routed, dead-letter) if allowed; otherwise refuse
-    (ConfigurationError) when one is missing."""
+    (ConfigurationError) when one is missing; ``TransientPublishError`` when no broker answers within
+    ``timeout`` seconds."""
     from payment_events.kafka.admin import ensure_topics
 
     router = settings.topic_router()
@@ -311,6 +364,7 @@ def prepare_topics(settings: Settings) -> list[TopicStatus]:
         replication_factor=settings.topic_replication_factor,
         min_insync_replicas=settings.topic_min_insync_replicas,
         create=settings.create_topics,
+        timeout=timeout,
     )
 
 

@@ -37,6 +37,7 @@ _log = get_logger(__name__)
 OUTBOX_STUCK = "outbox_stuck"
 EVENT_DEAD_LETTERED = "event_dead_lettered"
 BROKER_UNREACHABLE = "broker_unreachable"
+TOPIC_MISSING = "topic_missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ class AlertingObserver:
         self._suppressed: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
         self._firing: set[str] = set()
         self._broker_down_since: float | None = None
+        self._missing_topics: set[str] = set()
 
     # -- RelayObserver ----------------------------------------------------------------------------
 
@@ -156,6 +158,25 @@ class AlertingObserver:
     def database_reachable(self, reachable: bool) -> None:
         """Re-check the broker timer (database outages show as a stuck backlog)."""
         self._check_broker()
+
+    def topic_missing(self, topic: str, missing: bool) -> None:
+        """A topic the relay produces to does not exist (its rows wait), or exists again."""
+        with self._lock:
+            if missing:
+                self._missing_topics.add(topic)
+            else:
+                self._missing_topics.discard(topic)
+            left = len(self._missing_topics)
+        if missing:
+            self._fire(
+                TOPIC_MISSING,
+                f"topic {topic} does not exist: its events wait (and are dead-lettered after their retry "
+                "budget); create it or fix the routing",
+                {"topic": topic},
+                1.0,
+            )
+        elif not left:
+            self._resolve(TOPIC_MISSING, f"topic {topic} exists again")
 
     # -- internals --------------------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ class HealthState:
         self._database: bool | None = None
         self._shards: int | None = None
         self._stopping = False
+        self._missing_topics: set[str] = set()
+        self._waiting_for: str | None = None
 
     def tick(self) -> None:
         """The relay loop is alive (called on every loop iteration, or implied by any report)."""
@@ -51,6 +53,19 @@ class HealthState:
         """Graceful shutdown began: readiness turns false so load balancers and probes stop routing."""
         with self._lock:
             self._stopping = True
+
+    def topic_missing(self, topic: str, missing: bool) -> None:
+        """A topic the relay produces to does not exist (``missing``) or exists again: readiness names it."""
+        with self._lock:
+            if missing:
+                self._missing_topics.add(topic)
+            else:
+                self._missing_topics.discard(topic)
+
+    def waiting_for(self, reason: str | None) -> None:
+        """The relay has not begun yet and says why (e.g. the broker is unreachable); ``None``: begun."""
+        with self._lock:
+            self._waiting_for = reason
 
     def set_broker(self, reachable: bool) -> None:
         """Record broker reachability from an outside probe (not a sign of the loop being alive)."""
@@ -83,13 +98,20 @@ class HealthState:
                 "broker": self._broker is True,
                 "shards": (self._shards or 0) >= 1,
                 "running": not self._stopping,
+                "topics": not self._missing_topics,
+                "started": self._waiting_for is None,
             }
             ready = all(checks.values())
-            return ready, {
+            details: dict[str, Any] = {
                 "status": "ready" if ready else "not_ready",
                 "checks": checks,
                 "shards_owned": self._shards or 0,
             }
+            if self._missing_topics:
+                details["missing_topics"] = sorted(self._missing_topics)
+            if self._waiting_for is not None:
+                details["waiting_for"] = self._waiting_for
+            return ready, details
 
     # -- RelayObserver ----------------------------------------------------------------------------
 

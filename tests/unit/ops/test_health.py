@@ -137,3 +137,22 @@ def test_probe_sink_sets_readiness_without_a_liveness_tick() -> None:
     assert body["checks"]["broker"] is True
     assert body["checks"]["database"] is False
     assert metrics.registry.get_sample_value("payment_events_database_reachable") == 0
+
+
+def test_readiness_names_a_missing_topic_and_what_a_starting_relay_waits_for() -> None:
+    """A missing topic and a start-up wait make /readyz not ready, naming the topic and the wait."""
+    state = HealthState()
+    state.set_broker(True)
+    state.set_database(True)
+    state.shards_owned(1)
+    state.waiting_for("the Kafka broker at b:9092")
+    ready, details = state.readiness()
+    assert not ready
+    assert details["waiting_for"] == "the Kafka broker at b:9092"
+    state.waiting_for(None)
+    state.topic_missing("payment.refunds", True)
+    ready, details = state.readiness()
+    assert not ready
+    assert details["missing_topics"] == ["payment.refunds"]
+    state.topic_missing("payment.refunds", False)
+    assert state.readiness()[0]
