@@ -107,7 +107,9 @@ def test_http_endpoints(server: tuple[HealthServer, HealthState, PrometheusObser
     fan.published("PaymentSucceeded", "payment.events", [0.02])
     status, body = _get(base + "/readyz")
     assert status == 200
-    assert json.loads(body)["checks"] == {"database": True, "broker": True, "shards": True, "running": True}
+    assert json.loads(body)["checks"] == {
+        "database": True, "broker": True, "shards": True, "running": True, "topics": True, "started": True
+    }
     status, body = _get(base + "/metrics")
     assert status == 200
     assert b'payment_events_published_total{event_type="PaymentSucceeded",topic="payment.events"} 1.0' in body
