@@ -15,10 +15,22 @@ writers throughput (measured here: about a third of the commit rate with 8 write
 ``notify_interval`` bounds that: with ``notify_interval=0.01`` at most one transaction per 10 ms and
 per process notifies; the others commit without the lock and their rows are found by the relay's next
 wake-up (usually the next notifying commit, at worst its poll interval).
+
+Commit order per key (PostgreSQL): the relay publishes a key's rows in outbox id order, and an id is
+taken when the row is inserted, not when its transaction commits. So the insert first takes a
+transaction-scoped advisory lock on the key (``pg_advisory_xact_lock(KEY_LOCK_NAMESPACE, hash(key))``,
+in the same statement for one event, one extra statement for several keys). A second writer of the key
+waits at its insert until the first one commits or rolls back, and only then takes its id: for every
+key, id order is commit order. The rule's limits: writers of one key serialise from their outbox
+insert to their commit (put the publish late in the transaction to keep that short); two transactions
+that publish the same two keys in opposite orders across separate ``publish`` calls can deadlock
+(PostgreSQL aborts one; ``publish_many`` locks its keys in a fixed order). SQLite has one writer at a
+time, so ids are in commit order there anyway.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -74,6 +86,32 @@ _PG_INSERT_AND_NOTIFY = (
     + ", ".join(["%s"] * len(_INSERT_COLUMNS))
     + " FROM (SELECT pg_notify(%s, '')) AS n"
 )
+# The single-row hot path with the key's commit-order lock: the lock is taken in the FROM subquery, so
+# the row (and its id from the sequence) is produced only once the lock is held; one round trip.
+_PG_LOCK_INSERT_AND_NOTIFY = (
+    _PREFIX
+    + "SELECT "
+    + ", ".join(["%s"] * len(_INSERT_COLUMNS))
+    + " FROM (SELECT pg_advisory_xact_lock(%s, %s), pg_notify(%s, '')) AS n"
+)
+_PG_LOCK_INSERT = (
+    _PREFIX
+    + "SELECT "
+    + ", ".join(["%s"] * len(_INSERT_COLUMNS))
+    + " FROM (SELECT pg_advisory_xact_lock(%s, %s)) AS n"
+)
+# Several keys (publish_many): every key's lock in one statement before the insert, in a fixed order
+# (the array is sorted) so two multi-key writers cannot deadlock on each other's keys.
+_PG_LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(CAST(%s AS INTEGER[])) AS k"
+
+KEY_LOCK_NAMESPACE = 0x7065_6B79  # "peky"; the relays' shard leases use another first key
+"""The first key of the transaction-scoped advisory locks that serialise one key's writers."""
+
+
+def key_lock_id(key: bytes) -> int:
+    """The second key of ``key``'s commit-order lock: a stable signed 32-bit hash (a collision only
+    makes two keys' writers wait for each other, it never breaks order)."""
+    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big", signed=True)
 _PG_NOTIFY = "SELECT pg_notify(%s, '')"
 
 
@@ -101,7 +139,10 @@ class OutboxPublisher(PublishMethodsMixin):
     ``shard_count`` must equal the relays' (default 64; change it only with an empty outbox).
     ``notify`` wakes PostgreSQL relays on commit (ignored on SQLite); ``notify_interval`` (seconds, default
     0: every transaction) lets at most one publish per interval and per process notify (see the module
-    docstring for why). ``clock`` and ``encoder`` exist for tests and benchmarks.
+    docstring for why). ``key_order`` (PostgreSQL; default on) makes one key's writers serialise from
+    their insert to their commit (a transaction-scoped advisory lock on the key, taken in the insert's own
+    statement), so a key's outbox ids -- the order the relay publishes in -- are the order its
+    transactions committed. ``clock`` and ``encoder`` exist for tests and benchmarks.
 
     Errors: a missing outbox table raises :class:`~payment_events.errors.MigrationRequiredError`; a second
     event with the same ``eventId`` raises :class:`~payment_events.errors.StoreError`. Any other database
@@ -120,6 +161,7 @@ class OutboxPublisher(PublishMethodsMixin):
         notify_interval: float = 0.0,
         clock: Callable[[], datetime] = utc_now,
         encoder: Callable[[PaymentEvent], EncodedEvent] | None = None,
+        key_order: bool = True,
     ) -> None:
         if not isinstance(conn, Session | Connection):
             raise TypeError("OutboxPublisher needs a SQLAlchemy Session or Connection")
@@ -138,6 +180,7 @@ class OutboxPublisher(PublishMethodsMixin):
             raise ValueError("notify_interval must be >= 0 seconds")
         self._notify_interval = notify_interval
         self._clock = clock
+        self._key_order = key_order
         if encoder is None:
             from payment_events.events.codec import encode
 
@@ -182,10 +225,21 @@ class OutboxPublisher(PublishMethodsMixin):
             for item in encoded
         ]
         notify = self._notify and dialect == "postgresql" and self._notify_due()
+        lock = self._key_order and dialect == "postgresql"
         try:
+            if len(rows) == 1 and lock:
+                lock_args = (KEY_LOCK_NAMESPACE, key_lock_id(encoded[0].key))
+                if notify:
+                    conn.exec_driver_sql(_PG_LOCK_INSERT_AND_NOTIFY, (*rows[0], *lock_args, self._channel))
+                else:
+                    conn.exec_driver_sql(_PG_LOCK_INSERT, (*rows[0], *lock_args))
+                return
             if len(rows) == 1 and notify:
                 conn.exec_driver_sql(_PG_INSERT_AND_NOTIFY, (*rows[0], self._channel))
                 return
+            if lock:
+                keys = sorted({key_lock_id(item.key) for item in encoded})
+                conn.exec_driver_sql(_PG_LOCK_KEYS, (KEY_LOCK_NAMESPACE, keys))
             for start in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
                 chunk = rows[start : start + _MAX_ROWS_PER_STATEMENT]
                 conn.exec_driver_sql(_insert_sql(dialect, len(chunk)), tuple(chain.from_iterable(chunk)))
