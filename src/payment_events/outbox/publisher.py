@@ -227,19 +227,11 @@ class OutboxPublisher(PublishMethodsMixin):
         notify = self._notify and dialect == "postgresql" and self._notify_due()
         lock = self._key_order and dialect == "postgresql"
         try:
-            if len(rows) == 1 and lock:
-                lock_args = (KEY_LOCK_NAMESPACE, key_lock_id(encoded[0].key))
-                if notify:
-                    conn.exec_driver_sql(_PG_LOCK_INSERT_AND_NOTIFY, (*rows[0], *lock_args, self._channel))
-                else:
-                    conn.exec_driver_sql(_PG_LOCK_INSERT, (*rows[0], *lock_args))
+            if lock and self._locked_insert(conn, rows, encoded, notify=notify):
                 return
             if len(rows) == 1 and notify:
                 conn.exec_driver_sql(_PG_INSERT_AND_NOTIFY, (*rows[0], self._channel))
                 return
-            if lock:
-                keys = sorted({key_lock_id(item.key) for item in encoded})
-                conn.exec_driver_sql(_PG_LOCK_KEYS, (KEY_LOCK_NAMESPACE, keys))
             for start in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
                 chunk = rows[start : start + _MAX_ROWS_PER_STATEMENT]
                 conn.exec_driver_sql(_insert_sql(dialect, len(chunk)), tuple(chain.from_iterable(chunk)))
@@ -255,6 +247,22 @@ class OutboxPublisher(PublishMethodsMixin):
                     "an event with this eventId is already in the outbox; publish each event once"
                 ) from exc
             raise
+
+    def _locked_insert(
+        self, conn: Connection, rows: list[tuple[Any, ...]], encoded: Sequence[EncodedEvent], *, notify: bool
+    ) -> bool:
+        """Take the commit-order lock of every key: one event is inserted in the same statement (True:
+        done); for several, the locks are taken here in a fixed order and the caller inserts (False)."""
+        if len(rows) == 1:
+            lock_args = (KEY_LOCK_NAMESPACE, key_lock_id(encoded[0].key))
+            if notify:
+                conn.exec_driver_sql(_PG_LOCK_INSERT_AND_NOTIFY, (*rows[0], *lock_args, self._channel))
+            else:
+                conn.exec_driver_sql(_PG_LOCK_INSERT, (*rows[0], *lock_args))
+            return True
+        keys = sorted({key_lock_id(item.key) for item in encoded})
+        conn.exec_driver_sql(_PG_LOCK_KEYS, (KEY_LOCK_NAMESPACE, keys))
+        return False
 
     def _notify_due(self) -> bool:
         """Whether this publish should notify (always, unless ``notify_interval`` rate-limits it)."""

@@ -71,10 +71,9 @@ def test_writers_of_different_keys_do_not_wait_for_each_other(pg_url: str) -> No
         with engine.connect() as t1:
             tx1 = t1.begin()
             _insert(t1, "pay-a", 1)
-            with engine.connect() as t2:
-                with t2.begin():
-                    t2.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
-                    _insert(t2, "pay-b", 2)
+            with engine.connect() as t2, t2.begin():
+                t2.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+                _insert(t2, "pay-b", 2)
             tx1.rollback()
     finally:
         engine.dispose()
