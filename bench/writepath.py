@@ -1,16 +1,16 @@
 """Workload 1: what the outbox insert adds to a payment transaction (PostgreSQL, synchronous_commit on).
 
-Variant A is a payment transaction alone: ``UPDATE payments SET status, updated_at, version`` of one
-row (chosen at random from 10,000), then ``COMMIT``. Variant B is the same transaction plus
+Variant A is a payment transaction alone: ``UPDATE payments SET status, updated_at, version`` of one row
+(chosen at random from 10,000), then ``COMMIT``. Variant B is the same transaction plus
 ``OutboxPublisher(conn).publish(event)`` -- the real publisher: encoding (the event model itself is built
-before the clock starts, as the application has it already), the one-statement insert with its
-``pg_notify`` wake-up and the key's commit-order lock. Variant BU is B with
-``key_order=False`` (no advisory lock), to show what the commit-order lock costs. Variant C is B with
-``notify=False`` (the relay then relies on polling), to show what the notification costs. For
-context, R and RB repeat A and B with a more typical payment transaction: read the payment ``FOR UPDATE``, update it, and insert a ``payment_attempts`` row. The
+before the clock starts, as the application has it already), the one-statement insert with its ``pg_notify``
+wake-up and the key's commit-order lock. Variant BU is B with ``key_order=False`` (no advisory lock), to
+show what the commit-order lock costs. Variant C is B with ``notify=False`` (the relay then relies on
+polling), to show what the notification costs. For context, R and RB repeat A and B with a more typical
+payment transaction: read the payment ``FOR UPDATE``, update it, and insert a ``payment_attempts`` row. The
 variants are interleaved (A B BU C R RB, then in reverse, ...) on one connection so drift (other processes,
-checkpoints, autovacuum) hits them alike. Each transaction is timed from
-``BEGIN`` to the return of ``COMMIT`` with ``time.perf_counter``.
+checkpoints, autovacuum) hits them alike. Each transaction is timed from ``BEGIN`` to the return of
+``COMMIT`` with ``time.perf_counter``.
 """
 
 from __future__ import annotations
