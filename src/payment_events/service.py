@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from payment_events.config import Settings, env_var, mask_url
 from payment_events.errors import ConfigurationError
 from payment_events.ops.observer import RelayObserver
-from payment_events.outbox.ports import OutboxStore
+from payment_events.outbox.ports import OutboxStore, ShardLeases
 from payment_events.relay.loop import Relay
 from payment_events.relay.settings import RelayConfig
 
@@ -108,8 +108,6 @@ def build_relay(
 
     from payment_events.kafka.guard import AdminTopicCatalog, GuardedProducer, admin_config
     from payment_events.kafka.producer import KafkaBatchProducer, producer_config
-    from payment_events.outbox.leases import AllShards, PostgresShardLeases
-    from payment_events.outbox.ports import ShardLeases
     from payment_events.outbox.store import SqlOutboxStore
     from payment_events.relay.dead_letter_copies import DeadLetterCopier
     from payment_events.relay.ports import Waker
@@ -133,13 +131,7 @@ def build_relay(
             close_store = getattr(store, "close", None)
             if close_store is not None:
                 closers.append(close_store)
-        leases: ShardLeases
-        if backend == "postgresql":
-            pg_leases = PostgresShardLeases(database_url, shard_count=config.shard_count)
-            closers.append(pg_leases.close)
-            leases = pg_leases
-        else:
-            leases = AllShards(config.shard_count)
+        leases = _leases(database_url, backend, config, closers)
         catalog = AdminTopicCatalog(admin_config(bootstrap_servers, config.producer_overrides))
         producer = GuardedProducer(
             KafkaBatchProducer(producer_config(bootstrap_servers, config.producer_overrides)),
@@ -185,6 +177,25 @@ def build_relay(
         extra={"event": "relay.configured", "backend": backend, "shard_count": config.shard_count},
     )
     return relay
+
+
+def _leases(
+    database_url: str, backend: str, config: RelayConfig, closers: list[Callable[[], object]]
+) -> ShardLeases:
+    """PostgreSQL: advisory-lock leases whose session expires after ``lease_takeover_seconds`` of
+    silence, renewed by a heartbeat thread; SQLite: every shard."""
+    from payment_events.outbox.lease_heartbeat import LeaseHeartbeat
+    from payment_events.outbox.leases import AllShards, PostgresShardLeases
+
+    if backend != "postgresql":
+        return AllShards(config.shard_count)
+    leases = PostgresShardLeases(
+        database_url, shard_count=config.shard_count, takeover_seconds=config.lease_takeover_seconds
+    )
+    closers.append(leases.close)
+    heartbeat = LeaseHeartbeat(leases, config.lease_takeover_seconds / 4).start()
+    closers.append(heartbeat.stop)
+    return leases
 
 
 def _exclusive_sqlite_relay(database: str) -> Callable[[], object]:

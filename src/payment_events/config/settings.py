@@ -188,6 +188,12 @@ class Settings(BaseModel):
     relay_lease_refresh: Duration = _opt(
         5.0, "relay", _DURATION_FORM, "How often shard ownership is re-balanced (takeover of a dead relay)."
     )
+    relay_lease_takeover: Duration = _opt(
+        30.0,
+        "relay",
+        _DURATION_FORM + ", at least 2s",
+        "A relay silent this long (host or network gone) loses its shards to the others (PostgreSQL).",
+    )
     relay_backlog_interval: Duration = _opt(
         15.0, "relay", _DURATION_FORM, "How often backlog metrics (and the outbox_stuck check) are refreshed."
     )
@@ -203,6 +209,15 @@ class Settings(BaseModel):
     purge_interval: Duration = _opt(60.0, "relay", _DURATION_FORM, "How often published rows are purged.")
     purge_batch_size: int = _opt(
         1000, "relay", "an integer from 1 to 100000", "Rows deleted per purge transaction."
+    )
+    purge_max_batches: int = _opt(
+        10_000, "relay", "a positive integer", "Purge transactions per purge run, at most."
+    )
+    purge_budget: Duration = _opt(
+        20.0,
+        "relay",
+        _DURATION_FORM,
+        "A purge run deletes until caught up or this long has passed (then publishing resumes).",
     )
     # metrics / health
     metrics_enabled: bool = _opt(True, "metrics", "true or false", "Serve /metrics, /healthz, /readyz.")
@@ -243,8 +258,10 @@ class Settings(BaseModel):
         "relay_poll_interval",
         "relay_delivery_timeout",
         "relay_lease_refresh",
+        "relay_lease_takeover",
         "relay_backlog_interval",
         "retention",
+        "purge_budget",
         "purge_interval",
         "health_liveness_timeout",
         "alert_oldest_pending_age",
@@ -450,10 +467,13 @@ class Settings(BaseModel):
             retention_seconds=self.retention,
             purge_interval_seconds=self.purge_interval,
             purge_batch_size=self.purge_batch_size,
+            purge_max_batches=self.purge_max_batches,
+            purge_budget_seconds=self.purge_budget,
             dlq_topic=self.dlq_topic,
             shard_count=self.relay_shard_count,
             listen=self.relay_listen,
             lease_refresh_seconds=self.relay_lease_refresh,
+            lease_takeover_seconds=self.relay_lease_takeover,
             backlog_interval_seconds=self.relay_backlog_interval,
             producer_overrides=overrides,
         )

@@ -341,11 +341,13 @@ class Relay:
         self._observer.shards_owned(len(shards))
 
     def purge(self) -> int:
-        """Delete published rows past retention, in small transactions; return how many."""
+        """Delete published rows past retention, in small transactions, until caught up or the time
+        budget (``purge_budget_seconds``) is spent; return how many."""
         older_than = self._clock() - timedelta(seconds=self.config.retention_seconds)
         total = 0
+        deadline = time.monotonic() + self.config.purge_budget_seconds
         for _ in range(self.config.purge_max_batches):
-            if self._stopping:
+            if self._stopping or time.monotonic() >= deadline:
                 break
             deleted = self._store.purge_published(older_than, self.config.purge_batch_size)
             total += deleted

@@ -46,14 +46,21 @@ class RelayConfig:
     """How often the retention purge runs."""
     purge_batch_size: int = 1000
     """Rows deleted per purge transaction (small, so the purge never blocks the relay for long)."""
-    purge_max_batches: int = 20
+    purge_max_batches: int = 10_000
     """Purge transactions per purge run, at most."""
+    purge_budget_seconds: float = 20.0
+    """A purge run deletes batch after batch until it is caught up (a batch comes back short) or this
+    long has passed; the next run (``purge_interval_seconds`` later) continues. With the defaults the
+    purge can delete far more than the relay publishes (see docs/operations.md)."""
     dlq_topic: str | None = DEFAULT_DLQ_TOPIC
     """Dead-lettered events are copied to this topic (``None``: database state only)."""
     shard_count: int = DEFAULT_SHARD_COUNT
     """Keys hash into this many shards; relay instances share them. Must match the writers."""
     lease_refresh_seconds: float = 5.0
     """How often the relay re-balances shard ownership (takes over a dead instance's shards)."""
+    lease_takeover_seconds: float = 30.0
+    """PostgreSQL: a relay whose lease session has been silent this long (host gone, network
+    partitioned) loses its shards; the others take them on their next refresh. At least 2 s."""
     backlog_interval_seconds: float = 15.0
     """How often the backlog (pending count, oldest age) is reported to the observer."""
     listen: bool = True
@@ -79,12 +86,16 @@ class RelayConfig:
             "poll_interval_seconds",
             "delivery_timeout_seconds",
             "purge_interval_seconds",
+            "purge_budget_seconds",
             "lease_refresh_seconds",
+            "lease_takeover_seconds",
             "backlog_interval_seconds",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigurationError(f"relay option {name} must be a positive number of seconds")
+        if self.lease_takeover_seconds < 2:
+            raise ConfigurationError("relay option lease_takeover_seconds must be at least 2 seconds")
         if self.backoff_cap_seconds < self.backoff_base_seconds:
             raise ConfigurationError("relay option backoff_cap_seconds must be >= backoff_base_seconds")
         if isinstance(self.retention_seconds, bool) or self.retention_seconds < 0:
