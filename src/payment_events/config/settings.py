@@ -214,10 +214,10 @@ class Settings(BaseModel):
         10_000, "relay", "a positive integer", "Purge transactions per purge run, at most."
     )
     purge_budget: Duration = _opt(
-        20.0,
+        50.0,
         "relay",
         _DURATION_FORM,
-        "A purge run deletes until caught up or this long has passed (then publishing resumes).",
+        "A purge run (on its own thread) deletes until caught up or this long has passed.",
     )
     # metrics / health
     metrics_enabled: bool = _opt(True, "metrics", "true or false", "Serve /metrics, /healthz, /readyz.")

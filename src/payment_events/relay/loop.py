@@ -127,6 +127,8 @@ class Relay:
         self._shards: frozenset[int] | None = None
         self._next_lease_refresh = 0.0
         self._next_purge = 0.0
+        self._purger: ThreadPoolExecutor | None = None
+        self._purging: Future[None] | None = None
         self._next_backlog = 0.0
         self._paused_until = 0.0
         self._outages = 0
@@ -313,9 +315,12 @@ class Relay:
         now = time.monotonic()
         try:
             self._refresh_leases(force=False)
-            if now >= self._next_purge:
+            if now >= self._next_purge and (self._purging is None or self._purging.done()):
+                # On its own thread: a purge that catches up on a large backlog never pauses publishing.
                 self._next_purge = now + self.config.purge_interval_seconds
-                self.purge()
+                if self._purger is None:
+                    self._purger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-purge")
+                self._purging = self._purger.submit(self._background_purge)
             if now >= self._next_backlog:
                 self._next_backlog = now + self.config.backlog_interval_seconds
                 stats = self._store.backlog(self._clock())
@@ -339,6 +344,15 @@ class Relay:
             log.info("shards changed", extra={"event": "relay.shards", "count": len(shards)})
         self._shards = shards
         self._observer.shards_owned(len(shards))
+
+    def _background_purge(self) -> None:
+        try:
+            self.purge()
+        except Exception as exc:  # noqa: BLE001 - the next run tries again; publishing is unaffected
+            log.error(
+                "relay purge failed",
+                extra={"event": "relay.housekeeping_failed", "error": type(exc).__name__},
+            )
 
     def purge(self) -> int:
         """Delete published rows past retention, in small transactions, until caught up or the time
@@ -391,6 +405,7 @@ class Relay:
         steps: list[Callable[[], object]] = [
             self._settle_marks,
             *([self._marker.shutdown] if self._marker is not None else []),
+            *([self._purger.shutdown] if self._purger is not None else []),  # stops after its batch
             lambda: self._dead_letters.close(min(5.0, self.config.delivery_timeout_seconds))
             if not self._own_copier
             else self._dead_letters.pump(),

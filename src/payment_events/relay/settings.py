@@ -48,10 +48,11 @@ class RelayConfig:
     """Rows deleted per purge transaction (small, so the purge never blocks the relay for long)."""
     purge_max_batches: int = 10_000
     """Purge transactions per purge run, at most."""
-    purge_budget_seconds: float = 20.0
-    """A purge run deletes batch after batch until it is caught up (a batch comes back short) or this
-    long has passed; the next run (``purge_interval_seconds`` later) continues. With the defaults the
-    purge can delete far more than the relay publishes (see docs/operations.md)."""
+    purge_budget_seconds: float = 50.0
+    """A purge run (on its own thread: publishing goes on) deletes batch after batch until it is caught
+    up (a batch comes back short) or this long has passed; the next run (``purge_interval_seconds``
+    later) continues. The defaults delete about twice the highest sustained publish rate
+    (``python -m bench.purge``, docs/performance.md)."""
     dlq_topic: str | None = DEFAULT_DLQ_TOPIC
     """Dead-lettered events are copied to this topic (``None``: database state only)."""
     shard_count: int = DEFAULT_SHARD_COUNT
