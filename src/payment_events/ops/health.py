@@ -14,6 +14,7 @@ schedule too, so readiness reflects an outage even while the relay is idle.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -245,20 +246,65 @@ def _check(check: Callable[[], bool]) -> bool:
         return False
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A threading HTTP server with a cap on concurrent connections: a connection past the cap is
+    closed at once (no thread, no descriptor kept), and a failed ``accept`` (EMFILE: no descriptor
+    left) pauses briefly instead of spinning."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], cap: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(cap)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            return super().get_request()
+        except OSError:
+            time.sleep(0.05)  # out of descriptors: the next accept may work once some are freed
+            raise
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class HealthServer:
     """Serves /metrics, /healthz and /readyz on ``host:port`` from a daemon thread.
 
-    ``port=0`` binds any free port; read the bound one from :attr:`port`.
+    ``port=0`` binds any free port; read the bound one from :attr:`port`. Bounded: at most
+    ``max_connections`` at a time (more are closed at once), and a connection that sends nothing for
+    ``read_timeout`` seconds is closed, so idle clients cannot use up the relay's threads or descriptors.
     """
 
     def __init__(
-        self, state: HealthState, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9464
+        self,
+        state: HealthState,
+        registry: CollectorRegistry,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        *,
+        max_connections: int = 32,
+        read_timeout: float = 5.0,
     ) -> None:
         self.state = state
         self.registry = registry
-        handler = _make_handler(state, registry)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        handler = _make_handler(state, registry, read_timeout)
+        self._server = _BoundedServer((host, port), handler, max_connections)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="payment-events-http", daemon=True
         )
@@ -293,10 +339,13 @@ class HealthServer:
         self.stop()
 
 
-def _make_handler(state: HealthState, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _make_handler(
+    state: HealthState, registry: CollectorRegistry, read_timeout: float
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "payment-events"
         sys_version = ""
+        timeout = read_timeout  # socket timeout: an idle or slow client is disconnected
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]

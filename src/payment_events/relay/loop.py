@@ -386,7 +386,15 @@ class Relay:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            if self._waker.wait(min(left, _STOP_CHECK_SECONDS)):
+            try:
+                if self._waker.wait(min(left, _STOP_CHECK_SECONDS)):
+                    return
+            except Exception as exc:  # noqa: BLE001 - a waker failure (e.g. EMFILE) must never end the relay
+                log.warning(
+                    "waiting for notifications failed; polling",
+                    extra={"event": "relay.wait_failed", "error": type(exc).__name__},
+                )
+                self._sleep(left)
                 return
 
     def _shutdown(self) -> None:
