@@ -28,7 +28,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from payment_events.ops.logs import get_logger
 
@@ -238,6 +238,22 @@ class AlertingObserver:
             _log.warning("alert.emit_failed", alert=alert.name)
 
 
+WEBHOOK_MAX_ANSWER_BYTES = 65_536
+"""The most of a webhook's answer the notifier reads (the answer is not used; the rest is dropped)."""
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: an alert POST must never turn into a request somewhere else."""
+
+    def redirect_request(  # noqa: PLR0917 - urllib's signature
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects())
+
+
 class WebhookNotifier:
     """POSTs alerts as JSON to a URL from a background thread: bounded queue, retries with backoff."""
 
@@ -318,16 +334,28 @@ class WebhookNotifier:
         _log.error("alert.webhook_failed", alert=alert.name, attempts=self._max_attempts)
 
     def _post(self, body: bytes) -> Literal["ok", "retry", "permanent"]:
+        """One POST: no redirect is followed (a 3xx is a permanent failure), at most
+        :data:`WEBHOOK_MAX_ANSWER_BYTES` of the answer are read, and the whole exchange is bounded by
+        ``timeout`` (per socket operation) plus a deadline on the read."""
         request = urllib.request.Request(  # noqa: S310 -- scheme checked in __init__
             self._url, data=body, headers={"Content-Type": "application/json"}, method="POST"
         )
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
-                response.read()
+            with _NO_REDIRECTS.open(request, timeout=self._timeout) as response:
+                deadline = time.monotonic() + self._timeout
+                left = WEBHOOK_MAX_ANSWER_BYTES
+                while left > 0 and time.monotonic() < deadline:
+                    chunk = response.read(min(left, 16_384))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
                 return "ok"
         except urllib.error.HTTPError as exc:
             status = exc.code
             exc.close()
+            if 300 <= status < 400:
+                _log.warning("alert.webhook_redirect_refused", status=status)
+                return "permanent"
             _log.warning("alert.webhook_error", status=status)
             return "retry" if status >= 500 or status in (408, 429) else "permanent"
         except (OSError, ValueError) as exc:
