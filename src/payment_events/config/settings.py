@@ -86,9 +86,7 @@ def mask_url(url: str) -> str:
     if parts.password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # host[:port] as written (a bad port must not raise here)
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
@@ -303,6 +301,16 @@ class Settings(BaseModel):
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme.split("+", 1)[0] not in {"sqlite", "postgresql"}:
             raise ValueError("expected a URL starting with sqlite:/// or postgresql+psycopg://")
+        from sqlalchemy.engine import make_url
+
+        try:
+            port = make_url(value).port
+        except ValueError:
+            raise ValueError(
+                "the port in the URL is not a number (expected host:port, e.g. db:5432)"
+            ) from None
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"the port in the URL must be 1-65535, not {port}")
         return value
 
     @field_validator("kafka_bootstrap_servers")

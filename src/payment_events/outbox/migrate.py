@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from payment_events.errors import MigrationRequiredError, StoreError
+from payment_events.outbox.dberrors import driver_message
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -91,7 +92,7 @@ def current_revision(url_or_engine: str | Engine) -> str | None:
                 context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
                 return context.get_current_revision()
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read the outbox schema version: {type(exc).__name__}") from exc
+            raise StoreError(f"cannot read the outbox schema version: {driver_message(exc)}") from exc
 
 
 def check(url_or_engine: str | Engine) -> None:
