@@ -29,20 +29,24 @@ from tests.chaos.infra import SHARED_KAFKA, create_topics, delete_topics
 from tests.chaos.scale import Scale
 
 SMALL_LIMIT = 65_536
+STALL_LIMIT = 20.0
+"""Seconds: the relay's delivery timeout is 30 s, so a topic's trouble that stalls other rows shows as
+waits of 30 s or more; healthy rows drain in a few seconds."""
 
 
 def small_max_message(scale: Scale) -> ScenarioResult:
     """A topic with ``max.message.bytes`` = 64 KB under a steady stream of ~500-byte events."""
     result = ScenarioResult("small-max-message")
     limit = {"max.message.bytes": str(SMALL_LIMIT)}
-    with scenario_space(SHARED_KAFKA, topic_config=limit) as (url, topic, dlq):
-        # A longer linger fills record batches as a busy relay does: without the fix most batches are refused.
-        options = relay_options(dlq, producer_overrides={"linger.ms": 50})
+    with scenario_space(SHARED_KAFKA, partitions=2, topic_config=limit) as (url, topic, dlq):
+        # Big claims, few partitions and a longer linger fill record batches far past 64 KB (compressed),
+        # as a relay draining a backlog does: without the fix the broker refuses most of them.
+        options = relay_options(dlq, batch_size=5000, producer_overrides={"linger.ms": 50})
         relay = RelayProcess("relay-small-limit", url, SHARED_KAFKA, options)
         writers = Writers(url, topic, total=scale.multi_events, rate=scale.multi_rate, writers=4, batch=20)
-        relay.start(wait=True)
         writers.start()
-        writers.join()
+        writers.join()  # a backlog first: the relay then claims full batches, as after any outage
+        relay.start(wait=True)
         wait_drained(url, scale.drain_timeout, [relay])
         relay.terminate()
         verdict(result, url, SHARED_KAFKA, [topic], writers.log, relays=[relay])
@@ -83,8 +87,9 @@ def missing_topic(scale: Scale) -> ScenarioResult:
         f"healthy topic drained in {healthy_seconds:.1f}s with {healthy_left} left while {waiting} rows "
         "waited for the missing topic",
     )
-    if healthy_left or not waiting:
+    if healthy_left or not waiting or healthy_seconds > STALL_LIMIT:
         result.passed = False
+        result.notes.append(f"the healthy topic was held up (limit {STALL_LIMIT:.0f}s)")
     return result
 
 
@@ -105,6 +110,9 @@ def deleted_dlq(scale: Scale) -> ScenarioResult:
         relay.terminate()
         verdict(result, url, SHARED_KAFKA, [topic], writers.log, expected_dead=len(poison), relays=[relay])
     result.notes.insert(0, f"drained {drained:.1f}s after the writers ({time.monotonic() - started:.0f}s)")
+    if drained > STALL_LIMIT:
+        result.passed = False
+        result.notes.append(f"dead-letter copies held up live traffic (limit {STALL_LIMIT:.0f}s)")
     return result
 
 
