@@ -1,7 +1,7 @@
 # The two commands a newcomer needs:  make run  (the main job: the demo)  and  make test  (everything).
 # Each does its own set-up: virtualenv + pinned dependencies (scripts/bootstrap), PostgreSQL and Kafka
 # (scripts/services up). Works on a fresh Debian/Ubuntu machine with Python >= 3.11, Java 17 and Maven.
-.PHONY: run test lint typecheck unit lowest pythons services services-down status bench chaos schemas
+.PHONY: run test lint typecheck unit lowest pythons services services-down status bench chaos schemas simulate
 
 VENV := .venv/bin
 
@@ -39,6 +39,10 @@ status:
 
 bench: services
 	$(VENV)/python -m bench
+
+# The relay simulation's long mode: 10 seeds of 1,000,000 steps (make test runs 100,000 of one seed).
+simulate: .venv
+	$(VENV)/python -m tests.simulation --seed 1 --seeds 10 --steps 1000000
 
 chaos: services
 	$(VENV)/python -m tests.chaos

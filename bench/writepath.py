@@ -1,15 +1,16 @@
 """Workload 1: what the outbox insert adds to a payment transaction (PostgreSQL, synchronous_commit on).
 
-Variant A is a payment transaction alone: ``UPDATE payments SET status, updated_at, version`` of one
-row (chosen at random from 10,000), then ``COMMIT``. Variant B is the same transaction plus
+Variant A is a payment transaction alone: ``UPDATE payments SET status, updated_at, version`` of one row
+(chosen at random from 10,000), then ``COMMIT``. Variant B is the same transaction plus
 ``OutboxPublisher(conn).publish(event)`` -- the real publisher: encoding (the event model itself is built
-before the clock starts, as the application has it already), the one-statement insert with its
-``pg_notify`` wake-up. Variant C is B with ``notify=False`` (the relay then relies on polling), to show
-what the notification costs. For context, R and RB repeat A and B with a more typical payment
-transaction: read the payment ``FOR UPDATE``, update it, and insert a ``payment_attempts`` row. The
-variants are interleaved (A B C R RB, then in reverse, ...) on one connection so drift (other processes,
-checkpoints, autovacuum) hits them alike. Each transaction is timed from
-``BEGIN`` to the return of ``COMMIT`` with ``time.perf_counter``.
+before the clock starts, as the application has it already), the one-statement insert with its ``pg_notify``
+wake-up and the key's commit-order lock. Variant BU is B with ``key_order=False`` (no advisory lock), to
+show what the commit-order lock costs. Variant C is B with ``notify=False`` (the relay then relies on
+polling), to show what the notification costs. For context, R and RB repeat A and B with a more typical
+payment transaction: read the payment ``FOR UPDATE``, update it, and insert a ``payment_attempts`` row. The
+variants are interleaved (A B BU C R RB, then in reverse, ...) on one connection so drift (other processes,
+checkpoints, autovacuum) hits them alike. Each transaction is timed from ``BEGIN`` to the return of
+``COMMIT`` with ``time.perf_counter``.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
         create_payments(engine)
         factory = EventFactory(keys=1000)
         rng = random.Random(7)
-        timings: dict[str, list[float]] = {"A": [], "B": [], "C": [], "R": [], "RB": []}
+        timings: dict[str, list[float]] = {"A": [], "B": [], "BU": [], "C": [], "R": [], "RB": []}
 
         with engine.connect() as conn:
             conn.exec_driver_sql("SET synchronous_commit = on")  # explicit, although it is the default
@@ -95,7 +96,7 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
                     )
                 return time.perf_counter() - started
 
-            def with_outbox(notify: bool) -> Callable[[], float]:
+            def with_outbox(notify: bool, key_order: bool = True) -> Callable[[], float]:
                 def variant() -> float:
                     event = factory.model()  # the application has its event before the transaction
                     started = time.perf_counter()
@@ -103,7 +104,7 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
                         conn.execute(
                             _UPDATE, {"status": rng.choice(_STATUSES), "id": rng.randint(1, PAYMENT_ROWS)}
                         )
-                        OutboxPublisher(conn, notify=notify).publish(event)
+                        OutboxPublisher(conn, notify=notify, key_order=key_order).publish(event)
                     return time.perf_counter() - started
 
                 return variant
@@ -125,10 +126,10 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
                 return variant
 
             variants = {
-                "A": alone, "B": with_outbox(True), "C": with_outbox(False), "R": typical(False),
-                "RB": typical(True),
+                "A": alone, "B": with_outbox(True), "BU": with_outbox(True, key_order=False),
+                "C": with_outbox(False), "R": typical(False), "RB": typical(True),
             }
-            order = ["A", "B", "C", "R", "RB"]
+            order = ["A", "B", "BU", "C", "R", "RB"]
             for i in range(warmup + pairs):
                 for name in order if i % 2 == 0 else reversed(order):
                     elapsed = variants[name]()
@@ -138,7 +139,7 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
     finally:
         engine.dispose()
 
-    a, b, c, r, rb = (summary_ms(timings[k]) for k in ("A", "B", "C", "R", "RB"))
+    a, b, bu, c, r, rb = (summary_ms(timings[k]) for k in ("A", "B", "BU", "C", "R", "RB"))
     return {
         "transactions_per_variant": pairs,
         "warmup_per_variant": warmup,
@@ -146,6 +147,9 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
         "payment_alone_ms": a,
         "payment_plus_outbox_ms": b,
         "payment_plus_outbox_no_notify_ms": c,
+        "payment_plus_outbox_without_key_lock_ms": bu,
+        "key_lock_ratio_p50": ratio(b["p50"], bu["p50"]),
+        "key_lock_ratio_p99": ratio(b["p99"], bu["p99"]),
         "ratio_p50": ratio(b["p50"], a["p50"]),
         "ratio_p99": ratio(b["p99"], a["p99"]),
         "ratio_p50_no_notify": ratio(c["p50"], a["p50"]),
@@ -154,5 +158,5 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
         "typical_payment_plus_outbox_ms": rb,
         "typical_ratio_p50": ratio(rb["p50"], r["p50"]),
         "typical_ratio_p99": ratio(rb["p99"], r["p99"]),
-        "method": "interleaved A,B,C,R,RB / reversed, one connection; BEGIN..COMMIT timed (perf_counter)",
+        "method": "interleaved A,B,BU,C,R,RB / reversed, one connection; BEGIN..COMMIT timed (perf_counter)",
     }

@@ -2,7 +2,8 @@
 
 Each scenario prints one line; the exit status is 1 if any failed. Scenario names: relay-sigkill,
 broker-kill-9, leader-failover, network-faults, pg-terminate-backend, pg-restart-immediate,
-visibility-gap, several-relays, poison-input. ``pg-restart-immediate`` restarts the shared PostgreSQL
+visibility-gap, several-relays, poison-input, small-max-message, missing-topic, deleted-dlq,
+one-key-writers (issue 11). ``pg-restart-immediate`` restarts the shared PostgreSQL
 server: run the full suite only when nobody else uses the services.
 """
 
@@ -13,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from tests.chaos import scenarios, scenarios_broker
+from tests.chaos import scenarios, scenarios_broker, scenarios_topics
 from tests.chaos.harness import ScenarioResult, timed
 from tests.chaos.scale import FULL, SHORT, Scale
 
@@ -22,6 +23,10 @@ ORDER = (
     "several-relays",
     "visibility-gap",
     "poison-input",
+    "small-max-message",
+    "missing-topic",
+    "deleted-dlq",
+    "one-key-writers",
     "pg-terminate-backend",
     "broker-kill-9",
     "network-faults",
@@ -38,6 +43,10 @@ def run(names: list[str], scale: Scale, emit: Callable[[str], None]) -> list[Sce
         "several-relays": scenarios.several_relays,
         "visibility-gap": scenarios.visibility_gap,
         "poison-input": scenarios.poison,
+        "small-max-message": scenarios_topics.small_max_message,
+        "missing-topic": scenarios_topics.missing_topic,
+        "deleted-dlq": scenarios_topics.deleted_dlq,
+        "one-key-writers": scenarios_topics.one_key_writers,
         "pg-terminate-backend": scenarios.pg_terminate,
         "leader-failover": scenarios_broker.leader_failover,
         "pg-restart-immediate": scenarios.pg_restart,

@@ -103,7 +103,10 @@ def audit(
             reconciler.set_retention_horizon(horizon if horizon.tzinfo else horizon.replace(tzinfo=UTC))
         else:
             horizon = None
+        client_log = _CountingLog()
         consumer = Consumer({
+            "logger": client_log.logger,  # counted and summarised in the report, not printed line by line
+            "socket.timeout.ms": max(1000, min(60_000, int(timeout * 1000))),
             **dict(kafka_config or {}),  # security settings; never the audit's own guarantees below
             "bootstrap.servers": bootstrap_servers,
             "group.id": f"payment-events-audit-{uuid.uuid4().hex}",
@@ -114,7 +117,7 @@ def audit(
             "auto.offset.reset": "earliest",
         })
         start_at = None if since is None else since - lookback
-        scanned, unreadable = plan_ranges(consumer, topics, start_at)
+        scanned, unreadable = plan_ranges(consumer, topics, start_at, deadline)
         scan_ranges(consumer, scanned, reconciler.add_message, deadline=deadline, clock=time.monotonic)
         elsewhere: set[str] = set()
         candidates = reconciler.unknown_candidates()
@@ -126,7 +129,32 @@ def audit(
         if consumer is not None:
             consumer.close()
         engine.dispose()
-    return reconciler.report(
+    report = reconciler.report(
         topics=topics, started_at=started, finished_at=datetime.now(UTC), known_elsewhere=elsewhere,
         retention_horizon=horizon, scanned=scanned, unreadable_topics=unreadable, ledger_first_id=first_id,
         since=since, until=until)
+    report.client_log_lines = client_log.count
+    report.client_log_sample = client_log.first
+    return report
+
+
+class _CountingLog:
+    """A private logger for librdkafka's lines: counted (the report says how many and the first one),
+    never printed one by one (an unreachable broker makes hundreds)."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.count = 0
+        self.first = ""
+        self.logger = logging.Logger(f"payment_events.audit.librdkafka.{uuid.uuid4().hex[:8]}")
+        self.logger.propagate = False
+        outer = self
+
+        class Counter(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                outer.count += 1
+                if not outer.first:
+                    outer.first = record.getMessage()[:200]
+
+        self.logger.addHandler(Counter())

@@ -69,6 +69,11 @@ class _Entry:
         self.first: tuple[str, int, int, bytes | None] | None = None
 
 
+ABSENT = "does not exist"
+"""How an unreadable topic's reason starts when the brokers answered that it does not exist: its
+published rows are lost (their messages are gone), not merely unverified."""
+
+
 def parse_instant(text: str) -> datetime:
     """An ISO 8601 instant for ``--since``/``--until`` (``2026-01-31``, ``2026-01-31T12:00:00Z``,
     ``...+02:00``); without an offset it is taken as UTC. Raises ``ValueError`` naming the expected form."""
@@ -236,13 +241,8 @@ class Reconciler:
                 groups.setdefault((topic, partition, key), []).append((offset, row.id, event_id))
             if row.state == PUBLISHED:
                 t.published += 1
-                if entry.first is None and _before_read(row, starts):
-                    t.expired += 1
-                elif entry.first is None:
-                    t.lost += 1
-                    if len(report.lost) < limit:
-                        report.lost.append(
-                            LostEvent(row.id, event_id, row.event_type, row.topic, _text(row.key)))
+                if entry.first is None:
+                    self._missing(report, t, event_id, row, starts)
             elif row.state == PENDING:
                 t.pending += 1
                 t.pending_delivered += entry.first is not None
@@ -254,6 +254,24 @@ class Reconciler:
                 if len(report.dead_event_ids) < limit:
                     report.dead_event_ids.append(event_id)
         return groups
+
+    def _missing(
+        self,
+        report: AuditReport,
+        t: Tally,
+        event_id: str,
+        row: LedgerRow,
+        starts: Mapping[tuple[str, int], int],
+    ) -> None:
+        """A published row whose event was not seen: expired, unverified or lost."""
+        if _before_read(row, starts):
+            t.expired += 1
+        elif not _was_read(row, starts, report.unreadable_topics):
+            t.unverified += 1  # its topic or partition could not be read: not evidence of a loss
+        else:
+            t.lost += 1
+            if len(report.lost) < self._limit:
+                report.lost.append(LostEvent(row.id, event_id, row.event_type, row.topic, _text(row.key)))
 
     def _order_pass(
         self, report: AuditReport, groups: _Groups
@@ -317,6 +335,16 @@ def _before_read(row: LedgerRow, starts: Mapping[tuple[str, int], int]) -> bool:
         return False
     start = starts.get((row.topic, row.kafka_partition))
     return start is not None and row.kafka_offset < start
+
+
+def _was_read(row: LedgerRow, starts: Mapping[tuple[str, int], int], unreadable: Mapping[str, str]) -> bool:
+    """True when the partition the row's message should be in was read, or its topic is known not to
+    exist (either way its absence means a loss); False when it could not be read (unverified)."""
+    if row.topic in unreadable:
+        return unreadable[row.topic].startswith(ABSENT)
+    if not starts or row.kafka_partition is None:
+        return True  # no partition plan given (a caller that read everything itself)
+    return (row.topic, row.kafka_partition) in starts or not any(t == row.topic for t, _ in starts)
 
 
 def _text(key: bytes | None) -> str:

@@ -17,6 +17,9 @@ from typing import Any
 EXIT_CLEAN = 0
 #: Exit status of ``payment-events audit``: an event was lost or a key's order was broken.
 EXIT_FAILED = 1
+#: Exit status of ``payment-events audit``: nothing found wrong, but some topics or partitions could not
+#: be read (broker unreachable, topic missing, timeout), so the rows recorded there are unverified.
+EXIT_UNVERIFIED = 3
 
 
 @dataclass(slots=True)
@@ -30,8 +33,11 @@ class Tally:
     be read (Kafka's retention already deleted the message, or a time range started after it): unchecked.
     ``duplicates`` = extra copies beyond the first; ``duplicated_events`` = events with more than one copy.
     ``order_violations`` = events whose first appearance came after a later event (by outbox id) of the
-    same key. ``unknown`` = messages whose event id the ledger does not hold, of which ``purged`` look
-    older than the retention horizon (probably deleted from the outbox after publication).
+    same key. ``unverified`` = published rows whose topic or partition could not be read (broker
+    unreachable, timeout): neither confirmed nor lost (a topic the brokers say does not exist makes its
+    published rows lost). ``unknown`` = messages whose event id the ledger does not hold, of which
+    ``purged`` look older than the retention horizon (probably deleted from the outbox after
+    publication).
     """
 
     committed: int = 0
@@ -49,6 +55,7 @@ class Tally:
     ledger_mismatches: int = 0
     unknown: int = 0
     purged: int = 0
+    unverified: int = 0
 
     def add(self, other: Tally) -> None:
         """Add ``other``'s counts into this tally."""
@@ -153,6 +160,9 @@ class AuditReport:
     ledger_first_id: int | None = None
     retention_horizon: datetime | None = None
     detail_limit: int = 1000
+    client_log_lines: int = 0
+    """Lines the Kafka client logged during the audit (summarised, not printed one by one)."""
+    client_log_sample: str = ""
 
     @property
     def ok(self) -> bool:
@@ -160,9 +170,17 @@ class AuditReport:
         return self.overall.lost == 0 and self.overall.order_violations == 0
 
     @property
+    def verified(self) -> bool:
+        """True when every topic (and every partition a published row names) was read."""
+        return not self.unreadable_topics and self.overall.unverified == 0
+
+    @property
     def exit_code(self) -> int:
-        """What ``payment-events audit`` exits with: 0 clean, 1 lost or reordered."""
-        return EXIT_CLEAN if self.ok else EXIT_FAILED
+        """What ``payment-events audit`` exits with: 0 clean, 1 lost or reordered, 3 could not verify
+        (nothing found wrong in what could be read, but something could not be read)."""
+        if not self.ok:
+            return EXIT_FAILED
+        return EXIT_CLEAN if self.verified else EXIT_UNVERIFIED
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (timestamps as ISO 8601 strings)."""
@@ -171,6 +189,7 @@ class AuditReport:
             value = doc[name]
             doc[name] = value.isoformat() if isinstance(value, datetime) else None
         doc["ok"] = self.ok
+        doc["verified"] = self.verified
         doc["exit_code"] = self.exit_code
         return doc
 
@@ -180,13 +199,14 @@ class AuditReport:
 
     def render_text(self) -> str:
         """A human-readable report: verdict, a table per event type, then the first details."""
+        verdict = "FAILED" if not self.ok else "OK" if self.verified else "COULD NOT VERIFY"
         lines = [
-            f"audit of {', '.join(self.topics) or '(no topics)'}: {'OK' if self.ok else 'FAILED'}",
+            f"audit of {', '.join(self.topics) or '(no topics)'}: {verdict}",
             f"  window: since={_iso(self.since)} until={_iso(self.until)}; {self.messages_read} messages "
             f"read in {(self.finished_at - self.started_at).total_seconds():.1f}s",
         ]
-        cols = ("committed", "delivered", "lost", "expired", "pending", "dead", "duplicates",
-                "order_violations", "ledger_mismatches", "unknown", "purged")
+        cols = ("committed", "delivered", "lost", "unverified", "expired", "pending", "dead",
+                "duplicates", "order_violations", "ledger_mismatches", "unknown", "purged")
         # Each column is at least two wider than its title, so titles never run into each other.
         widths = [max(12, len(c) + 2) for c in cols]
         header = f"  {'event type':<28}" + "".join(
@@ -199,6 +219,10 @@ class AuditReport:
             lines.append(f"  {name:<28}{cells}")
         for topic, why in sorted(self.unreadable_topics.items()):
             lines.append(f"  topic {topic} could not be read: {why}")
+        if self.client_log_lines:
+            lines.append(
+                f"  the Kafka client logged {self.client_log_lines} lines (first: {self.client_log_sample})"
+            )
         if self.undecodable_messages:
             lines.append(f"  {self.undecodable_messages} messages had no readable event id")
         lines.extend(_details("lost", [f"{e.event_id} (outbox id {e.outbox_id}, {e.event_type}, topic "

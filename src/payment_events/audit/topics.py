@@ -6,45 +6,66 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from payment_events.audit.reconcile import TopicMessage, message_identity
+from payment_events.audit.reconcile import ABSENT, TopicMessage, message_identity
 from payment_events.audit.report import PartitionRange
 from payment_events.errors import AuditError
 
 
 def plan_ranges(
-    consumer: Any, topics: Sequence[str], start_at: datetime | None
+    consumer: Any,
+    topics: Sequence[str],
+    start_at: datetime | None,
+    deadline: float | None = None,
 ) -> tuple[list[PartitionRange], dict[str, str]]:
     """The offsets to read per partition: from the start (or the first offset at/after ``start_at``) to
-    the high watermark now. Also the topics that could not be read, with why."""
+    the high watermark now. Also the topics that could not be read, with why. Every call is bounded by
+    ``deadline`` (a ``time.monotonic()`` value): a topic not planned by then is unreadable."""
+    import time
+
     from confluent_kafka import TopicPartition
+
+    def left() -> float:
+        return 10.0 if deadline is None else max(0.1, min(10.0, deadline - time.monotonic()))
 
     ranges: list[PartitionRange] = []
     unreadable: dict[str, str] = {}
     for topic in topics:
+        if deadline is not None and time.monotonic() >= deadline:
+            unreadable[topic] = "timed out before it could be read"
+            continue
         try:
-            meta = consumer.list_topics(topic=topic, timeout=10).topics.get(topic)
+            meta = consumer.list_topics(topic=topic, timeout=left()).topics.get(topic)
         except Exception as exc:  # noqa: BLE001 - an illegal or unreachable topic is reported, not fatal
-            unreadable[topic] = type(exc).__name__
+            reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else type(exc).__name__
+            unreadable[topic] = f"the brokers could not be reached ({reason})"
             continue
         if meta is None or meta.error is not None or not meta.partitions:
-            unreadable[topic] = str(meta.error.str() if meta is not None and meta.error else "no partitions")
+            error = meta.error if meta is not None else None
+            if error is not None and error.name() in ("UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC"):
+                unreadable[topic] = f"{ABSENT} on the brokers ({error.str()})"
+            else:
+                unreadable[topic] = str(error.str() if error is not None else "no partitions")
             continue
-        for partition in sorted(meta.partitions):
-            low, high = _retrying(consumer.get_watermark_offsets, TopicPartition(topic, partition),
-                                  timeout=10, cached=False)
-            start = low
-            if start_at is not None:
-                at_ms = int(start_at.timestamp() * 1000)
-                found = _retrying(consumer.offsets_for_times, [TopicPartition(topic, partition, at_ms)],
-                                  timeout=10)
-                start = high if found[0].offset < 0 else max(low, found[0].offset)
-            ranges.append(PartitionRange(topic, partition, start, high))
+        try:
+            for partition in sorted(meta.partitions):
+                low, high = _retrying(consumer.get_watermark_offsets, TopicPartition(topic, partition),
+                                      deadline=deadline, timeout=left(), cached=False)
+                start = low
+                if start_at is not None:
+                    at_ms = int(start_at.timestamp() * 1000)
+                    found = _retrying(consumer.offsets_for_times, [TopicPartition(topic, partition, at_ms)],
+                                      deadline=deadline, timeout=left())
+                    start = high if found[0].offset < 0 else max(low, found[0].offset)
+                ranges.append(PartitionRange(topic, partition, start, high))
+        except Exception as exc:  # noqa: BLE001 - reported as unreadable, never as lost
+            unreadable[topic] = f"watermarks could not be read ({type(exc).__name__})"
+            ranges = [r for r in ranges if r.topic != topic]
     return ranges, unreadable
 
 
-def _retrying(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _retrying(call: Callable[..., Any], *args: Any, deadline: float | None = None, **kwargs: Any) -> Any:
     """``call(*args, **kwargs)``, retried for a while on Kafka errors (a leader election or a reconnect in
-    progress must not fail an audit)."""
+    progress must not fail an audit), never past ``deadline``."""
     import time
 
     from confluent_kafka import KafkaException
@@ -54,7 +75,7 @@ def _retrying(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return call(*args, **kwargs)
         except KafkaException:
-            if attempt == attempts - 1:
+            if attempt == attempts - 1 or (deadline is not None and time.monotonic() + 1.0 >= deadline):
                 raise
             time.sleep(1.0)
     raise AssertionError("unreachable")

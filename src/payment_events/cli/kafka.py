@@ -81,7 +81,9 @@ def audit_command(
     """Reconcile the outbox ledger with what Kafka holds: lost, duplicates, per-key order, mismatches.
 
     Reads the topics with an independent consumer (no group offsets). Exits 0 when nothing was lost and
-    every key kept its order, 1 otherwise.
+    every key kept its order, 1 when something was lost or reordered, 3 when nothing was found wrong but
+    a topic or partition could not be read (broker unreachable, topic missing, --timeout): could not
+    verify, never "lost".
     """
     settings = load(ctx, params)
     from payment_events.audit import audit, parse_instant

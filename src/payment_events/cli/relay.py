@@ -55,7 +55,9 @@ def relay_command(ctx: click.Context, /, drain: bool, **params: object) -> None:
         emit_json({"resolved": resolved})
         ctx.exit(EXIT_OK)
     require_existing_database(settings)
-    ctx.exit(service.serve(settings))
+    from payment_events.service.serving import serve
+
+    ctx.exit(serve(settings))
 
 
 class DrainProgress:

@@ -61,6 +61,9 @@ _RELAY_FIELDS = {
     "retention": "retention_seconds",
     "purge_interval": "purge_interval_seconds",
     "purge_batch_size": "purge_batch_size",
+    "purge_max_batches": "purge_max_batches",
+    "purge_budget": "purge_budget_seconds",
+    "relay_lease_takeover": "lease_takeover_seconds",
 }
 """Settings that are relay options: their limits are the relay's (:data:`RELAY_LIMITS`)."""
 SECRET_FIELDS = frozenset({"kafka_sasl_password", "kafka_ssl_key_password", "alert_webhook_url"})
@@ -196,6 +199,12 @@ class Settings(BaseModel):
     relay_lease_refresh: Duration = _opt(
         5.0, "relay", _DURATION_FORM, "How often shard ownership is re-balanced (takeover of a dead relay)."
     )
+    relay_lease_takeover: Duration = _opt(
+        30.0,
+        "relay",
+        _DURATION_FORM + ", at least 2s",
+        "A relay silent this long (host or network gone) loses its shards to the others (PostgreSQL).",
+    )
     relay_backlog_interval: Duration = _opt(
         15.0, "relay", _DURATION_FORM, "How often backlog metrics (and the outbox_stuck check) are refreshed."
     )
@@ -211,6 +220,15 @@ class Settings(BaseModel):
     purge_interval: Duration = _opt(60.0, "relay", _DURATION_FORM, "How often published rows are purged.")
     purge_batch_size: int = _opt(
         1000, "relay", "an integer from 1 to 100000", "Rows deleted per purge transaction."
+    )
+    purge_max_batches: int = _opt(
+        10_000, "relay", "a positive integer", "Purge transactions per purge run, at most."
+    )
+    purge_budget: Duration = _opt(
+        50.0,
+        "relay",
+        _DURATION_FORM,
+        "A purge run (on its own thread) deletes until caught up or this long has passed.",
     )
     # metrics / health
     metrics_enabled: bool = _opt(True, "metrics", "true or false", "Serve /metrics, /healthz, /readyz.")
@@ -251,8 +269,10 @@ class Settings(BaseModel):
         "relay_poll_interval",
         "relay_delivery_timeout",
         "relay_lease_refresh",
+        "relay_lease_takeover",
         "relay_backlog_interval",
         "retention",
+        "purge_budget",
         "purge_interval",
         "health_liveness_timeout",
         "alert_oldest_pending_age",
@@ -300,13 +320,15 @@ class Settings(BaseModel):
         from sqlalchemy.exc import ArgumentError
 
         try:
-            make_url(value).port  # noqa: B018 -- the port is parsed lazily: make it fail here
+            port = make_url(value).port  # parsed lazily: make a bad one fail here
         except (ArgumentError, ValueError):
             # SQLAlchemy ends the password at its first "@": a raw "@" there breaks the URL.
             raise ValueError(
                 "SQLAlchemy cannot parse this URL; percent-encode special characters in the user name "
                 "and password (@ as %40, : as %3A, / as %2F, # as %23, ? as %3F)"
             ) from None
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"the port in the URL must be 1-65535, not {port}")
         return value
 
     @field_validator("kafka_bootstrap_servers")
@@ -465,10 +487,13 @@ class Settings(BaseModel):
             retention_seconds=self.retention,
             purge_interval_seconds=self.purge_interval,
             purge_batch_size=self.purge_batch_size,
+            purge_max_batches=self.purge_max_batches,
+            purge_budget_seconds=self.purge_budget,
             dlq_topic=self.dlq_topic,
             shard_count=self.relay_shard_count,
             listen=self.relay_listen,
             lease_refresh_seconds=self.relay_lease_refresh,
+            lease_takeover_seconds=self.relay_lease_takeover,
             backlog_interval_seconds=self.relay_backlog_interval,
             producer_overrides=overrides,
         )

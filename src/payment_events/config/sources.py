@@ -79,12 +79,21 @@ def _read_toml(path: Path) -> dict[str, object]:
         raise ConfigurationError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
     flat: dict[str, object] = {}
     fields = Settings.model_fields
+    spelled: dict[str, str] = {}
     for key, value in data.items():
-        if isinstance(value, dict) and key not in fields:
-            for sub, sub_value in value.items():
-                flat[f"{key}_{sub}"] = sub_value
-        else:
-            flat[key] = value
+        pairs = (
+            [(f"{key}_{sub}", sub_value, f"[{key}] {sub}") for sub, sub_value in value.items()]
+            if isinstance(value, dict) and key not in fields
+            else [(key, value, key)]
+        )
+        for name, item, spelling in pairs:
+            if name in flat:
+                raise ConfigurationError(
+                    f"config file {str(path)!r} sets {name} twice, as {spelled[name]!r} and as "
+                    f"{spelling!r}; keep one spelling"
+                )
+            flat[name] = item
+            spelled[name] = spelling
     unknown = sorted(k for k in flat if k not in fields)
     if unknown:
         raise ConfigurationError(

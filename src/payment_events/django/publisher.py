@@ -20,7 +20,13 @@ from payment_events.django.conf import DjangoSettings, load
 from payment_events.errors import MigrationRequiredError, StoreError
 from payment_events.events.publisher import PublishMethodsMixin
 from payment_events.kafka.topics import TopicRouter
-from payment_events.outbox.inserts import INSERT_COLUMNS, outbox_rows, sqlite_text
+from payment_events.outbox.inserts import (
+    INSERT_COLUMNS,
+    KEY_LOCK_NAMESPACE,
+    key_lock_id,
+    outbox_rows,
+    sqlite_text,
+)
 from payment_events.tracing import with_current_trace
 
 if TYPE_CHECKING:
@@ -45,6 +51,8 @@ _PG_INSERT_AND_NOTIFY = (
     + " FROM (SELECT pg_notify(%s, '')) AS n"
 )
 _MAX_ROWS_PER_STATEMENT = 500
+# The key's commit-order lock (see payment_events.outbox.publisher), every key in a fixed order.
+_PG_LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::integer[]) AS k"
 
 
 def _utc_now() -> datetime:
@@ -114,6 +122,11 @@ class DjangoOutboxPublisher(PublishMethodsMixin):
         row_sql = _PG_ROW if vendor == "postgresql" else _PLAIN_ROW
         try:
             with connection.cursor() as cursor:
+                if vendor == "postgresql":
+                    # Per key, id order must be commit order: a second writer of a key waits here for
+                    # the first one's commit (the same lock the SQLAlchemy publishers take).
+                    keys = sorted({key_lock_id(item.key) for item in encoded})
+                    cursor.execute(_PG_LOCK_KEYS, [KEY_LOCK_NAMESPACE, keys])
                 if notify and len(rows) == 1:
                     cursor.execute(_PG_INSERT_AND_NOTIFY, [*rows[0], self._settings.notify_channel])
                     return

@@ -113,13 +113,26 @@ def _partition_counts(admin: Any, timeout: float) -> dict[str, int]:
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise TransientPublishError(
-            f"cannot reach the Kafka brokers to check topics ({exc.args[0].name()}); "
-            "is bootstrap.servers right?"
-        ) from None
+        error = exc.args[0]
+        raise TransientPublishError(broker_error_text(error.name(), str(error.str()))) from None
     return {
         name: len(meta.partitions) for name, meta in metadata.topics.items() if meta.error is None
     }
+
+
+_AUTH_CODES = {"_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "_SSL"}
+
+
+def broker_error_text(code: str, message: str) -> str:
+    """What to tell an operator when the brokers cannot be used: the client's own words, and the likely
+    fix (authentication settings for an authentication failure, the address otherwise)."""
+    detail = " ".join(message.split())[:300]
+    if code in _AUTH_CODES or "authentication" in detail.lower() or "sasl" in detail.lower():
+        return (
+            f"the Kafka brokers refused the client's authentication ({code}: {detail}); check "
+            "kafka_security_protocol, kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password"
+        )
+    return f"cannot reach the Kafka brokers to check topics ({code}: {detail}); is bootstrap.servers right?"
 
 
 def _wait_for_leaders(admin: Any, names: Sequence[str], timeout: float) -> None:

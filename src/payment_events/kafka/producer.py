@@ -57,6 +57,9 @@ DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
     "queue.buffering.max.kbytes": 1_048_576,
     "retry.backoff.ms": 100,
     "socket.keepalive.enable": True,
+    # A topic absent from the metadata fails its messages after this long instead of 30 s; the relay's
+    # topic guard (kafka.guard) then answers for it at once and keeps every other topic flowing.
+    "topic.metadata.propagation.max.ms": 5_000,
 }
 """Producer settings the relay uses unless overridden. ``acks=all`` + idempotence are not negotiable:
 overriding them with weaker values is refused by :func:`producer_config`."""
@@ -168,6 +171,16 @@ class KafkaBatchProducer:
             log.warning("all brokers are down", extra={"event": "relay.brokers_down"})
         else:
             log.debug("producer error", extra={"event": "relay.producer_error", "code": error.name()})
+
+    def limit_batch_bytes(self, limit: int) -> bool:
+        """Cap ``batch.size`` at ``limit`` bytes (a topic's size limit, learnt by ``kafka.guard``);
+        rebuilds the producer between batches when the cap is lower than the current setting."""
+        current = int(self._config.get("batch.size", 1_000_000))
+        if limit >= current:
+            return False
+        self._config["batch.size"] = limit
+        self.rebuild()
+        return True
 
     @property
     def fatal_error(self) -> DeliveryError | None:

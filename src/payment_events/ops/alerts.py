@@ -28,7 +28,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from payment_events.ops.logs import get_logger
 
@@ -37,6 +37,7 @@ _log = get_logger(__name__)
 OUTBOX_STUCK = "outbox_stuck"
 EVENT_DEAD_LETTERED = "event_dead_lettered"
 BROKER_UNREACHABLE = "broker_unreachable"
+TOPIC_MISSING = "topic_missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ class AlertingObserver:
         self._suppressed: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
         self._firing: set[str] = set()
         self._broker_down_since: float | None = None
+        self._missing_topics: set[str] = set()
 
     # -- RelayObserver ----------------------------------------------------------------------------
 
@@ -160,6 +162,25 @@ class AlertingObserver:
         """Re-check the broker timer (database outages show as a stuck backlog)."""
         self._check_broker()
 
+    def topic_missing(self, topic: str, missing: bool) -> None:
+        """A topic the relay produces to does not exist (its rows wait), or exists again."""
+        with self._lock:
+            if missing:
+                self._missing_topics.add(topic)
+            else:
+                self._missing_topics.discard(topic)
+            left = len(self._missing_topics)
+        if missing:
+            self._fire(
+                TOPIC_MISSING,
+                f"topic {topic} does not exist: its events wait (and are dead-lettered after their retry "
+                "budget); create it or fix the routing",
+                {"topic": topic},
+                1.0,
+            )
+        elif not left:
+            self._resolve(TOPIC_MISSING, f"topic {topic} exists again")
+
     # -- internals --------------------------------------------------------------------------------
 
     def _check_broker(self) -> None:
@@ -218,6 +239,22 @@ class AlertingObserver:
                 self._sink.notify(alert)
         except Exception:  # noqa: BLE001 -- alerting must never stop publishing
             _log.warning("alert.emit_failed", alert=alert.name)
+
+
+WEBHOOK_MAX_ANSWER_BYTES = 65_536
+"""The most of a webhook's answer the notifier reads (the answer is not used; the rest is dropped)."""
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: an alert POST must never turn into a request somewhere else."""
+
+    def redirect_request(  # noqa: PLR0917 - urllib's signature
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects())
 
 
 class WebhookNotifier:
@@ -300,16 +337,28 @@ class WebhookNotifier:
         _log.error("alert.webhook_failed", alert=alert.name, attempts=self._max_attempts)
 
     def _post(self, body: bytes) -> Literal["ok", "retry", "permanent"]:
+        """One POST: no redirect is followed (a 3xx is a permanent failure), at most
+        :data:`WEBHOOK_MAX_ANSWER_BYTES` of the answer are read, and the whole exchange is bounded by
+        ``timeout`` (per socket operation) plus a deadline on the read."""
         request = urllib.request.Request(  # noqa: S310 -- scheme checked in __init__
             self._url, data=body, headers={"Content-Type": "application/json"}, method="POST"
         )
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
-                response.read()
+            with _NO_REDIRECTS.open(request, timeout=self._timeout) as response:
+                deadline = time.monotonic() + self._timeout
+                left = WEBHOOK_MAX_ANSWER_BYTES
+                while left > 0 and time.monotonic() < deadline:
+                    chunk = response.read(min(left, 16_384))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
                 return "ok"
         except urllib.error.HTTPError as exc:
             status = exc.code
             exc.close()
+            if 300 <= status < 400:
+                _log.warning("alert.webhook_redirect_refused", status=status)
+                return "permanent"
             _log.warning("alert.webhook_error", status=status)
             return "retry" if status >= 500 or status in (408, 429) else "permanent"
         except (OSError, ValueError) as exc:

@@ -14,16 +14,16 @@ schedule too, so readiness reflects an outage even while the relay is idle.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from payment_events.ops.logs import get_logger
-from payment_events.relay.observer import RelayObserver
 
 _log = get_logger(__name__)
 
@@ -41,6 +41,8 @@ class HealthState:
         self._database: bool | None = None
         self._shards: int | None = None
         self._stopping = False
+        self._missing_topics: set[str] = set()
+        self._waiting_for: str | None = None
 
     def tick(self) -> None:
         """The relay loop is alive (called on every loop iteration, or implied by any report)."""
@@ -59,6 +61,19 @@ class HealthState:
     def is_stopping(self) -> bool:
         """True once :meth:`stopping` was called."""
         return self._stopping
+
+    def topic_missing(self, topic: str, missing: bool) -> None:
+        """A topic the relay produces to does not exist (``missing``) or exists again: readiness names it."""
+        with self._lock:
+            if missing:
+                self._missing_topics.add(topic)
+            else:
+                self._missing_topics.discard(topic)
+
+    def waiting_for(self, reason: str | None) -> None:
+        """The relay has not begun yet and says why (e.g. the broker is unreachable); ``None``: begun."""
+        with self._lock:
+            self._waiting_for = reason
 
     def set_broker(self, reachable: bool) -> None:
         """Record broker reachability from an outside probe (not a sign of the loop being alive)."""
@@ -91,13 +106,20 @@ class HealthState:
                 "broker": self._broker is True,
                 "shards": (self._shards or 0) >= 1,
                 "running": not self._stopping,
+                "topics": not self._missing_topics,
+                "started": self._waiting_for is None,
             }
             ready = all(checks.values())
-            return ready, {
+            details: dict[str, Any] = {
                 "status": "ready" if ready else "not_ready",
                 "checks": checks,
                 "shards_owned": self._shards or 0,
             }
+            if self._missing_topics:
+                details["missing_topics"] = sorted(self._missing_topics)
+            if self._waiting_for is not None:
+                details["waiting_for"] = self._waiting_for
+            return ready, details
 
     # -- RelayObserver ----------------------------------------------------------------------------
 
@@ -153,104 +175,65 @@ class HealthState:
             self._database = reachable
 
 
-class ReachabilitySink(Protocol):
-    """Where probe results go: any RelayObserver fits, or a sink that updates state without a tick."""
+class _BoundedServer(ThreadingHTTPServer):
+    """A threading HTTP server with a cap on concurrent connections: a connection past the cap is
+    closed at once (no thread, no descriptor kept), and a failed ``accept`` (EMFILE: no descriptor
+    left) pauses briefly instead of spinning."""
 
-    def broker_reachable(self, reachable: bool) -> None:
-        """The broker answered (or not)."""
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
 
-    def database_reachable(self, reachable: bool) -> None:
-        """The database answered (or not)."""
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], cap: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(cap)
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            return super().get_request()
+        except OSError:
+            time.sleep(0.05)  # out of descriptors: the next accept may work once some are freed
+            raise
 
-class ProbeSink:
-    """Sends probe results to observers (metrics, alerts) and to the health state *without* a liveness
-    tick: a probe thread being alive says nothing about the relay loop."""
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
 
-    def __init__(self, state: HealthState, *observers: RelayObserver) -> None:
-        self._state = state
-        self._observers = observers
-
-    def broker_reachable(self, reachable: bool) -> None:
-        """Forward to the observers, then set the state."""
-        for observer in self._observers:
-            observer.broker_reachable(reachable)
-        self._state.set_broker(reachable)
-
-    def database_reachable(self, reachable: bool) -> None:
-        """Forward to the observers, then set the state."""
-        for observer in self._observers:
-            observer.database_reachable(reachable)
-        self._state.set_database(reachable)
-
-
-class ReachabilityProbe:
-    """Checks the broker and the database every ``interval`` seconds from a daemon thread.
-
-    Each check is a callable returning True when the dependency answers (it may raise: that means False).
-    Results go to ``observer.broker_reachable`` / ``observer.database_reachable``, so metrics, alerts and
-    readiness see an outage even when the relay has nothing to publish.
-    """
-
-    def __init__(
-        self,
-        observer: ReachabilitySink,
-        broker_check: Callable[[], bool] | None,
-        database_check: Callable[[], bool] | None,
-        interval: float = 5.0,
-    ) -> None:
-        self._observer = observer
-        self._broker_check = broker_check
-        self._database_check = database_check
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="payment-events-probe", daemon=True)
-
-    def start(self) -> ReachabilityProbe:
-        """Start probing; returns self."""
-        self._thread.start()
-        return self
-
-    def probe_once(self) -> None:
-        """Run every check once and report the results."""
-        if self._broker_check is not None:
-            self._observer.broker_reachable(_check(self._broker_check))
-        if self._database_check is not None:
-            self._observer.database_reachable(_check(self._database_check))
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop probing and wait for the thread (bounded)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.probe_once()
-            self._stop.wait(self._interval)
-
-
-def _check(check: Callable[[], bool]) -> bool:
-    try:
-        return bool(check())
-    except Exception:  # noqa: BLE001 -- any failure of a probe means "unreachable"
-        return False
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class HealthServer:
     """Serves /metrics, /healthz and /readyz on ``host:port`` from a daemon thread.
 
-    ``port=0`` binds any free port; read the bound one from :attr:`port`.
+    ``port=0`` binds any free port; read the bound one from :attr:`port`. Bounded: at most
+    ``max_connections`` at a time (more are closed at once), and a connection that sends nothing for
+    ``read_timeout`` seconds is closed, so idle clients cannot use up the relay's threads or descriptors.
     """
 
     def __init__(
-        self, state: HealthState, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9464
+        self,
+        state: HealthState,
+        registry: CollectorRegistry,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        *,
+        max_connections: int = 32,
+        read_timeout: float = 5.0,
     ) -> None:
         self.state = state
         self.registry = registry
-        handler = _make_handler(state, registry)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        handler = _make_handler(state, registry, read_timeout)
+        self._server = _BoundedServer((host, port), handler, max_connections)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="payment-events-http", daemon=True
         )
@@ -285,10 +268,13 @@ class HealthServer:
         self.stop()
 
 
-def _make_handler(state: HealthState, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _make_handler(
+    state: HealthState, registry: CollectorRegistry, read_timeout: float
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "payment-events"
         sys_version = ""
+        timeout = read_timeout  # socket timeout: an idle or slow client is disconnected
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
@@ -318,35 +304,3 @@ def _make_handler(state: HealthState, registry: CollectorRegistry) -> type[BaseH
             _log.debug("health.request", path=self.path)
 
     return Handler
-
-
-class ReachabilityChecks:
-    """The probe's two checks: broker metadata and ``SELECT 1``, each on its own small client."""
-
-    def __init__(self, kafka_config: Mapping[str, Any], database_url: str) -> None:
-        import sqlalchemy as sa
-        from confluent_kafka.admin import AdminClient
-
-        self._admin = AdminClient({**kafka_config, "socket.timeout.ms": 3000})
-        self._engine = sa.create_engine(database_url, pool_pre_ping=True)
-        if self._engine.dialect.name == "sqlite":
-            from payment_events.outbox.sqlite import configure_sqlite
-
-            configure_sqlite(self._engine)  # a busy timeout, so the relay's writes do not read as an outage
-
-    def broker(self) -> bool:
-        """True when a broker answers a metadata request within 3 s."""
-        self._admin.list_topics(timeout=3)
-        return True
-
-    def database(self) -> bool:
-        """True when the database answers ``SELECT 1``."""
-        import sqlalchemy as sa
-
-        with self._engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-        return True
-
-    def close(self) -> None:
-        """Release the database pool."""
-        self._engine.dispose()

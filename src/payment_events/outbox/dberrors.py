@@ -6,6 +6,7 @@ error is never copied: only its class name and SQLSTATE, plus what the operator 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -68,3 +69,20 @@ def translated(operation: str) -> Iterator[None]:
         yield
     except SQLAlchemyError as exc:
         raise translate(exc, operation) from exc
+
+
+_SECRET_RE = re.compile(r"(?i)(password\s*=\s*)\S+|(://[^:/@\s]+:)[^@\s]+(@)")
+
+
+def driver_message(exc: BaseException) -> str:
+    """The database driver's own words for ``exc`` (host, SQLSTATE, "password authentication failed",
+    "too many clients"), one line, without any secret: what an operator needs to act on."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split())
+    text = _SECRET_RE.sub(
+        lambda m: f"{m.group(1)}***" if m.group(1) else f"{m.group(2)}***{m.group(3)}", text
+    )
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "diag", None), "sqlstate", None)
+    name = type(orig).__name__
+    head = f"{name} (SQLSTATE {sqlstate})" if sqlstate else name
+    return f"{head}: {text[:400]}" if text else head

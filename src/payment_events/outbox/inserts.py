@@ -5,6 +5,7 @@ Pure: no database imports, so the Django publisher does not load SQLAlchemy.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,8 +20,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TOPIC",
     "INSERT_COLUMNS",
+    "KEY_LOCK_NAMESPACE",
     "NOTIFY_CHANNEL",
     "NewRow",
+    "key_lock_id",
     "outbox_rows",
     "resolve_router",
     "sqlite_text",
@@ -31,6 +34,17 @@ DEFAULT_TOPIC = "payment.events"
 publishers use it)."""
 NOTIFY_CHANNEL = "payment_events_outbox"
 """The PostgreSQL LISTEN/NOTIFY channel publishers notify on commit and the relay LISTENs on."""
+
+KEY_LOCK_NAMESPACE = 0x7065_6B79  # "peky"; the relays' shard leases use another first key
+"""The first key of the transaction-scoped advisory locks that serialise one key's writers (PostgreSQL):
+per key, the outbox id order is then the commit order (see :mod:`payment_events.outbox.publisher`)."""
+
+
+def key_lock_id(key: bytes) -> int:
+    """The second key of ``key``'s commit-order lock: a stable signed 32-bit hash (a collision only
+    makes two keys' writers wait for each other, it never breaks order)."""
+    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big", signed=True)
+
 
 INSERT_COLUMNS = (
     "event_id",

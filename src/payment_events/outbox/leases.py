@@ -12,6 +12,15 @@ its connection closes and PostgreSQL releases everything at once, so the others 
 their next refresh. If this instance's own lock connection fails, it owns nothing from that moment
 (``refresh()`` returns an empty set and never raises for a database error) and reconnects on the next
 refresh.
+
+A host that vanishes silently (power loss, a partition: no FIN, no RST) would keep its locks until the
+server's TCP keepalive gave up -- off by default, about 2 h 11 min. So the lease connection's session
+expires unless renewed: ``takeover_seconds`` (default 30) sets the server's ``idle_session_timeout``, its
+TCP keepalives and ``tcp_user_timeout`` for that one session, and the same on the client side (libpq
+``keepalives_*``, ``tcp_user_timeout``). A live relay renews it with every refresh and with
+:meth:`PostgresShardLeases.ping` from a heartbeat thread (``LeaseHeartbeat``), so only a silent one
+loses it: the server ends its backend, its locks go, and the others take its shards on their next
+refresh, within ``takeover_seconds`` plus one ``lease_refresh_seconds``.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import contextlib
 import logging
 import math
 import random
+import threading
 from typing import Any
 
 from sqlalchemy import bindparam, create_engine, text
@@ -42,6 +52,33 @@ _KEEPALIVE_ARGS = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
 }
+
+DEFAULT_TAKEOVER_SECONDS = 30.0
+"""How long after a relay goes silent its shards are free for the others (see the module docstring)."""
+
+
+def client_keepalive_args(takeover_seconds: float | None) -> dict[str, Any]:
+    """libpq connection parameters that notice a dead path within about ``takeover_seconds``."""
+    args: dict[str, Any] = dict(_KEEPALIVE_ARGS)
+    if takeover_seconds is not None:
+        args["keepalives_idle"] = max(1, int(takeover_seconds / 3))
+        args["keepalives_interval"] = max(1, int(takeover_seconds / 6))
+        args["tcp_user_timeout"] = int(takeover_seconds * 1000)
+    return args
+
+
+def session_expiry_sql(takeover_seconds: float) -> list[str]:
+    """Statements that make the server end this session once it has been silent ``takeover_seconds``
+    (every one is settable by an ordinary role; ``idle_session_timeout`` needs PostgreSQL 14+)."""
+    millis = int(takeover_seconds * 1000)
+    return [
+        f"SET idle_session_timeout = {millis}",
+        f"SET tcp_keepalives_idle = {max(1, int(takeover_seconds / 3))}",
+        f"SET tcp_keepalives_interval = {max(1, int(takeover_seconds / 6))}",
+        "SET tcp_keepalives_count = 3",
+        f"SET tcp_user_timeout = {millis}",
+    ]
+
 
 _HELD = text(
     "SELECT objid::bigint AS k FROM pg_locks"
@@ -86,7 +123,12 @@ class PostgresShardLeases:
         namespace: int = DEFAULT_LEASE_NAMESPACE,
         *,
         rand: random.Random | None = None,
+        takeover_seconds: float | None = DEFAULT_TAKEOVER_SECONDS,
     ) -> None:
+        if takeover_seconds is not None and takeover_seconds < 2:
+            raise ValueError(f"takeover_seconds must be at least 2, got {takeover_seconds}")
+        self.takeover_seconds = takeover_seconds
+        self._lock = threading.RLock()
         self.shard_count = validate_shard_count(shard_count)
         if not 0 <= namespace < 2**31:
             raise ValueError(f"namespace must be between 0 and 2**31-1, got {namespace}")
@@ -96,7 +138,7 @@ class PostgresShardLeases:
         else:
             options: dict[str, Any] = {"poolclass": NullPool}
             if engine_or_url.startswith("postgresql+psycopg"):
-                options["connect_args"] = dict(_KEEPALIVE_ARGS)
+                options["connect_args"] = client_keepalive_args(takeover_seconds)
             self._engine, self._owns_engine = create_engine(engine_or_url, **options), True
         if self._engine.dialect.name != "postgresql":
             raise ValueError("PostgresShardLeases needs PostgreSQL; use AllShards for SQLite")
@@ -125,9 +167,10 @@ class PostgresShardLeases:
         """Rebalance towards the fair share and return the shards owned now (empty if the lock
         connection is broken: it is re-opened on the next call)."""
         try:
-            if self._conn is None:
-                self._connect()
-            self._owned = self._rebalance()
+            with self._lock:
+                if self._conn is None:
+                    self._connect()
+                self._owned = self._rebalance()
         except SQLAlchemyError as exc:
             log.warning(
                 "shard lease connection failed; owning no shards until it is back",
@@ -136,8 +179,33 @@ class PostgresShardLeases:
             self._drop_connection()
         return self._owned
 
+    def ping(self) -> bool:
+        """Renew the session (a ``SELECT 1`` on the lock connection) so the server does not expire it;
+        called by a heartbeat thread between refreshes. False (and nothing owned) if the connection is
+        gone: the next refresh reconnects."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                return False
+            try:
+                conn.execute(text("SELECT 1"))
+            except SQLAlchemyError as exc:
+                log.warning(
+                    "shard lease connection failed; owning no shards until it is back",
+                    extra={
+                        "event": "relay.leases_lost", "error": type(exc).__name__, "shards": len(self._owned)
+                    },
+                )
+                self._drop_connection()
+                return False
+            return True
+
     def release_all(self) -> None:
         """Release every shard and the member lock by closing the lock connection."""
+        with self._lock:
+            self._release_all()
+
+    def _release_all(self) -> None:
         conn = self._conn
         if conn is not None and not conn.closed:
             with contextlib.suppress(SQLAlchemyError):  # closing the connection releases them anyway
@@ -160,6 +228,9 @@ class PostgresShardLeases:
     def _connect(self) -> None:
         conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
+            if self.takeover_seconds is not None and (conn.dialect.server_version_info or (0,)) >= (14,):
+                for statement in session_expiry_sql(self.takeover_seconds):
+                    conn.exec_driver_sql(statement)
             locked, pid = conn.execute(_TRY_MEMBER, {"ns": self.namespace, "base": MEMBER_BASE}).one()
             if not locked:
                 # Cannot happen (the backend pid is unique), but never run without being counted.

@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from payment_events.dburl import refuse_async_url
 from payment_events.errors import MigrationRequiredError, StoreError
+from payment_events.outbox.dberrors import driver_message
 from payment_events.outbox.table import TABLE_NAME
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def current_revision(url_or_engine: str | Engine) -> str | None:
                 context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
                 return context.get_current_revision()
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read the outbox schema version: {type(exc).__name__}") from exc
+            raise StoreError(f"cannot read the outbox schema version: {driver_message(exc)}") from exc
 
 
 def check(url_or_engine: str | Engine) -> None:

@@ -21,6 +21,18 @@ One implementation serves the synchronous and the asynchronous publisher
 (:class:`~payment_events.outbox.aio.AsyncOutboxPublisher`): :class:`OutboxWriter` turns events into a
 list of ``(statement, parameters)`` and translates errors; each publisher only runs the list with
 ``conn.execute`` or ``await conn.execute``.
+
+Commit order per key (PostgreSQL): the relay publishes a key's rows in outbox id order, and an id is
+taken when the row is inserted, not when its transaction commits. So the insert first takes a
+transaction-scoped advisory lock on the key (``pg_advisory_xact_lock(KEY_LOCK_NAMESPACE, hash(key))``,
+in the same statement for one event, one extra statement for several keys). A second writer of the key
+waits at its insert until the first one commits or rolls back, and only then takes its id: for every
+key, id order is commit order. The rule's limits: writers of one key serialise from their outbox
+insert to their commit (put the publish late in the transaction to keep that short); two transactions
+that publish the same two keys in opposite orders across separate ``publish`` calls can deadlock
+(PostgreSQL aborts one; ``publish_many`` locks its keys in a fixed order). SQLite has one writer at a
+time, so ids are in commit order there anyway.
+The lock's ids live in :mod:`payment_events.outbox.inserts`, so the Django publisher takes the same one.
 """
 
 from __future__ import annotations
@@ -31,7 +43,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, String, bindparam, func, insert, literal_column, select
+from sqlalchemy import DateTime, Integer, String, bindparam, func, insert, literal_column, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session
@@ -43,7 +56,9 @@ from payment_events.outbox.dberrors import is_missing_schema, is_unique_violatio
 from payment_events.outbox.inserts import (
     DEFAULT_TOPIC,
     INSERT_COLUMNS,
+    KEY_LOCK_NAMESPACE,
     NOTIFY_CHANNEL,
+    key_lock_id,
     outbox_rows,
     resolve_router,
     sqlite_text,
@@ -70,26 +85,37 @@ _NOTIFY = select(func.pg_notify(_CHANNEL, literal_column("''")))
 _STAMPS = ("next_attempt_at", "created_at")
 
 
-@lru_cache(maxsize=8)
-def _one_row_statements(dialect: str) -> tuple[Executable, Executable]:
+_LOCK_NS = bindparam("lock_ns", type_=Integer())
+_LOCK_KEY = bindparam("lock_key", type_=Integer())
+# Several keys (publish_many): every key's lock in one statement before the insert, in a fixed order
+# (the array is sorted) so two multi-key writers cannot deadlock on each other's keys.
+_KEYS = func.unnest(bindparam("lock_keys", type_=ARRAY(Integer()))).table_valued("k").render_derived("keys")
+_LOCK_KEYS = select(func.count(func.pg_advisory_xact_lock(_LOCK_NS, _KEYS.c.k))).select_from(_KEYS)
+
+
+@lru_cache(maxsize=16)
+def _one_row_statements(dialect: str, lock: bool = False) -> tuple[Executable, Executable]:
     """(INSERT one row, INSERT one row and pg_notify in one round trip) for ``dialect``; parameters are
-    named ``p_<column>``. Timestamps: aware UTC datetimes on PostgreSQL, :func:`sqlite_text` on SQLite."""
+    named ``p_<column>``. Timestamps: aware UTC datetimes on PostgreSQL, :func:`sqlite_text` on SQLite.
+    With ``lock`` (PostgreSQL) both take the key's commit-order lock in their ``FROM`` subquery, so the
+    row (and its id) is produced only once the lock is held: still one round trip."""
     stamp: Any = String() if dialect == "sqlite" else DateTime(timezone=True)
     params = [
         bindparam(f"p_{name}", type_=stamp if name in _STAMPS else outbox_table.c[name].type)
         for name in INSERT_COLUMNS
     ]
+    notify = func.pg_notify(_CHANNEL, literal_column("''"))
+    lock_call = func.pg_advisory_xact_lock(_LOCK_NS, _LOCK_KEY)
+
+    def insert_from(*calls: Any) -> Executable:
+        # INSERT ... SELECT <params> FROM (SELECT pg_advisory_xact_lock(...), pg_notify(...)) n
+        source = select(*params).select_from(select(*calls).subquery("n"))
+        return insert(outbox_table).from_select(list(INSERT_COLUMNS), source).inline()
+
+    if lock:
+        return insert_from(lock_call), insert_from(lock_call, notify)
     insert_one = insert(outbox_table).values(dict(zip(INSERT_COLUMNS, params, strict=True))).inline()
-    # INSERT ... SELECT <params> FROM (SELECT pg_notify(...)) n
-    insert_and_notify = (
-        insert(outbox_table)
-        .from_select(
-            list(INSERT_COLUMNS),
-            select(*params).select_from(select(func.pg_notify(_CHANNEL, literal_column("''"))).subquery("n")),
-        )
-        .inline()
-    )
-    return insert_one, insert_and_notify
+    return insert_one, insert_from(notify)
 
 Step = tuple[Executable, dict[str, Any] | list[dict[str, Any]]]
 """One statement of a publish and its parameters; a publisher runs each with ``execute``."""
@@ -114,8 +140,10 @@ class OutboxWriter:
         notify_interval: float = 0.0,
         clock: Callable[[], datetime] = utc_now,
         encoder: Callable[[PaymentEvent], EncodedEvent] | None = None,
+        key_order: bool = True,
     ) -> None:
         self._route = resolve_router(router)
+        self._key_order = key_order
         self._shard_count = validate_shard_count(shard_count)
         self._notify = notify
         self._channel = notify_channel
@@ -147,6 +175,7 @@ class OutboxWriter:
         now = self._clock()
         rows = outbox_rows(encoded, self._route, self._shard_count)
         notify = self._notify and dialect == "postgresql" and self._notify_due()
+        lock = self._key_order and dialect == "postgresql"
         if len(rows) == 1:
             row = rows[0]
             stamp: datetime | str = sqlite_text(now) if dialect == "sqlite" else now.astimezone(UTC)
@@ -162,7 +191,9 @@ class OutboxWriter:
                 "p_next_attempt_at": stamp,
                 "p_created_at": stamp,
             }
-            insert_one, insert_and_notify = _one_row_statements(dialect)
+            insert_one, insert_and_notify = _one_row_statements(dialect, lock)
+            if lock:
+                parameters = {**parameters, "lock_ns": KEY_LOCK_NAMESPACE, "lock_key": key_lock_id(row.key)}
             if notify:
                 return [(insert_and_notify, {**parameters, "notify_channel": self._channel})]
             return [(insert_one, parameters)]
@@ -181,7 +212,11 @@ class OutboxWriter:
             }
             for row in rows
         ]
-        steps: list[Step] = [
+        steps: list[Step] = []
+        if lock:
+            keys = sorted({key_lock_id(row.key) for row in rows})
+            steps.append((_LOCK_KEYS, {"lock_ns": KEY_LOCK_NAMESPACE, "lock_keys": keys}))
+        steps += [
             (insert(outbox_table).values(values[start : start + _MAX_ROWS_PER_STATEMENT]).inline(), {})
             for start in range(0, len(values), _MAX_ROWS_PER_STATEMENT)
         ]
@@ -235,7 +270,9 @@ class OutboxPublisher(OutboxWriter, PublishMethodsMixin):
     ``shard_count`` must equal the relays' (default 64; change it only with an empty outbox).
     ``notify`` wakes PostgreSQL relays on commit (ignored on SQLite); ``notify_interval`` (seconds, default
     0: every transaction) lets at most one publish per interval and per process notify (see the module
-    docstring for why). ``clock`` and ``encoder`` exist for tests and benchmarks.
+    docstring for why). ``key_order`` (PostgreSQL; default on) makes one key's writers serialise from
+    their insert to their commit, so per key the outbox id order is the commit order (see the module
+    docstring). ``clock`` and ``encoder`` exist for tests and benchmarks.
 
     Errors: a missing outbox table raises :class:`~payment_events.errors.MigrationRequiredError`; a second
     event with the same ``eventId`` raises :class:`~payment_events.errors.StoreError`. Any other database
@@ -254,6 +291,7 @@ class OutboxPublisher(OutboxWriter, PublishMethodsMixin):
         notify_interval: float = 0.0,
         clock: Callable[[], datetime] = utc_now,
         encoder: Callable[[PaymentEvent], EncodedEvent] | None = None,
+        key_order: bool = True,
     ) -> None:
         if not isinstance(conn, Session | Connection | scoped_session):
             raise _wrong_connection(conn)
@@ -266,6 +304,7 @@ class OutboxPublisher(OutboxWriter, PublishMethodsMixin):
             notify_interval=notify_interval,
             clock=clock,
             encoder=encoder,
+            key_order=key_order,
         )
 
     def publish(self, event: PaymentEvent) -> None:

@@ -45,8 +45,15 @@ _earlier = outbox_table.alias("earlier")
 
 
 def configure_sqlite(engine: Engine) -> None:
-    """Make every new SQLite connection of ``engine`` use WAL (readers never block the writer) and wait
-    up to ``SQLITE_BUSY_TIMEOUT_MS`` for a lock instead of failing at once with "database is locked"."""
+    """Make every new SQLite connection of ``engine`` use WAL (readers never block the writer), wait up
+    to ``SQLITE_BUSY_TIMEOUT_MS`` for a lock instead of failing at once with "database is locked", and
+    commit with ``synchronous = FULL``.
+
+    FULL, not NORMAL: in WAL mode with NORMAL a commit is visible to the relay (and published to Kafka)
+    before it is on disk, and a power loss can then roll back a transaction whose event consumers already
+    have. With FULL every commit syncs the WAL before it returns, so the relay can only publish what is
+    durable. Every writer of the outbox file must keep it so (FULL is SQLite's own default; never set
+    ``synchronous`` to NORMAL or OFF on an outbox database)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -54,7 +61,7 @@ def configure_sqlite(engine: Engine) -> None:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA synchronous = FULL")
         finally:
             cursor.close()
 

@@ -25,6 +25,7 @@ from payment_events.outbox.ports import Dead, OutboxRecord, Published, Retry
 from payment_events.relay.delivery import (
     MALFORMED_ROW,
     RETRY_BUDGET_EXHAUSTED,
+    TOPIC_CODES,
     Delivered,
     DeliveryError,
     Outcome,
@@ -121,13 +122,14 @@ def is_outage(outcomes: Sequence[Outcome]) -> bool:
     """True when no message of a batch was acknowledged and at least one failed transiently.
 
     Then the failure belongs to the broker or the network, not to the events: the relay backs off as a
-    whole instead of spending every row's retry budget.
+    whole instead of spending every row's retry budget. A missing topic (:data:`TOPIC_CODES`) is not
+    evidence of an outage: it is that topic's trouble, attributed to its rows.
     """
     saw_transient = False
     for outcome in outcomes:
         if isinstance(outcome, Delivered):
             return False
-        if outcome is None or not is_permanent(outcome):
+        if outcome is None or (outcome.code not in TOPIC_CODES and not is_permanent(outcome)):
             saw_transient = True
     return saw_transient
 

@@ -68,6 +68,7 @@ TRANSIENT_CODES: frozenset[str] = frozenset(
         "UNKNOWN_PRODUCER_ID",
         "INVALID_PRODUCER_EPOCH",
         "THROTTLING_QUOTA_EXCEEDED",
+        "BATCH_TOO_LARGE",  # our own code: refused with its record batch, re-sent alone (kafka.guard)
         "NO_REPORT",  # our own code: no delivery report arrived in time; the message state is unknown
         "NO_OFFSET",  # our own code: an ack without an offset, which cannot be recorded in the ledger
     }
@@ -79,6 +80,15 @@ MALFORMED_ROW = "MALFORMED_ROW"
 
 RETRY_BUDGET_EXHAUSTED = "RETRY_BUDGET_EXHAUSTED"
 """The code of a dead letter whose transient failures used up ``max_attempts``."""
+
+TOPIC_CODES: frozenset[str] = frozenset({"UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "_UNKNOWN_PARTITION"})
+"""Codes that name the topic's trouble (it does not exist), not the broker's: a batch failing only with
+them is no outage, so its rows spend their own retry budget (and end dead with the reason) while the
+relay keeps publishing every other topic."""
+
+BATCH_SIZE_RETRY = "BATCH_TOO_LARGE"
+"""Our own code for a message refused as too large while it travelled in a multi-message record batch:
+transient (it is re-sent alone); only a message too large by itself is dead."""
 
 SIZE_CODES: frozenset[str] = frozenset(
     {"MSG_SIZE_TOO_LARGE", "INVALID_MSG_SIZE", "RECORD_LIST_TOO_LARGE"}

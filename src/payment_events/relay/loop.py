@@ -10,6 +10,10 @@ unmarked when the process dies is pending and is claimed again (a duplicate is p
 ``stop()`` only sets a flag (safe from a signal handler): the current cycle finishes (its reports are
 awaited, bounded by ``delivery_timeout_seconds``, and marked), then leases are released and ``run``
 returns.
+
+Why this module is longer than the house's 400 lines: it is the one place where the cycle's states meet
+(claim, produce, overlapped marks, outage pauses, lease refresh, shutdown); what could leave it did
+(decisions, delivery vocabulary, reporting, dead-letter copies, retention).
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import cast
 
 from payment_events.errors import ConfigurationError
 from payment_events.outbox.ports import ExcludingClaim, OutboxRecord, OutboxStore, ShardLeases, utc_now
+from payment_events.relay.dead_letter_copies import DeadLetterCopier
 from payment_events.relay.decisions import (
     Resolution,
     backoff_delay,
@@ -36,7 +41,8 @@ from payment_events.relay.decisions import (
 from payment_events.relay.delivery import Outcome
 from payment_events.relay.observer import NullObserver, RelayObserver
 from payment_events.relay.ports import BatchProducer, Waker
-from payment_events.relay.reporting import dead_letter, report
+from payment_events.relay.reporting import dead_letter_copies, report
+from payment_events.relay.retention import RetentionPurger
 from payment_events.relay.settings import RelayConfig
 from payment_events.relay.wakeup import SleepWaker
 
@@ -92,6 +98,7 @@ class Relay:
         clock: Callable[[], datetime] = utc_now,
         rand: Callable[[], float] = random.random,
         closers: Sequence[Callable[[], object]] = (),
+        dead_letters: DeadLetterCopier | None = None,
     ) -> None:
         self.config = config or RelayConfig()
         message_timeout = getattr(producer, "message_timeout", None)
@@ -103,6 +110,12 @@ class Relay:
                 "an earlier one of its partition timed out"
             )
         self._closers = list(closers)
+        # Dead-letter copies go through their own producer in the service (kafka.guard + a thread); a
+        # relay built without one copies through its producer after the marks, bounded and backing off.
+        self._dead_letters = dead_letters or DeadLetterCopier(
+            producer, timeout=min(5.0, self.config.delivery_timeout_seconds), rand=rand
+        )
+        self._own_copier = dead_letters is None
         self._closed = False
         self._overlap = self.config.overlap_marks and isinstance(store, ExcludingClaim)
         self._marking: _Marking | None = None
@@ -118,7 +131,7 @@ class Relay:
         self._stopping = False
         self._shards: frozenset[int] | None = None
         self._next_lease_refresh = 0.0
-        self._next_purge = 0.0
+        self._retention = RetentionPurger(store, self.config, clock, lambda: self._stopping)
         self._next_backlog = 0.0
         self._paused_until = 0.0
         self._outages = 0
@@ -217,9 +230,7 @@ class Relay:
         """
         decided_at = self._clock()
         resolution = resolve_batch(records, outcomes, now=decided_at, policy=self._policy, rand=self._rand)
-        if resolution.dead_records and self.config.dlq_topic:
-            timeout = self.config.delivery_timeout_seconds
-            dead_letter(self._producer, self.config.dlq_topic, resolution, timeout)
+        copies = dead_letter_copies(self.config.dlq_topic, resolution) if resolution.dead_records else []
         self._join_marking()
         if self._overlap and not (resolution.retries or resolution.untouched or resolution.outage):
             if self._marker is None:
@@ -231,6 +242,10 @@ class Relay:
         else:
             self._store.resolve(resolution.published, resolution.retries, resolution.dead)
             report(self._observer, resolution, self._clock())
+        if copies:
+            self._dead_letters.submit(copies)  # after the dead marks were handed to the store
+        if self._own_copier:
+            self._dead_letters.pump()
         return CycleReport(
             claimed=len(records),
             published=len(resolution.published),
@@ -306,9 +321,7 @@ class Relay:
         now = time.monotonic()
         try:
             self._refresh_leases(force=False)
-            if now >= self._next_purge:
-                self._next_purge = now + self.config.purge_interval_seconds
-                self.purge()
+            self._retention.maybe_start(now)
             if now >= self._next_backlog:
                 self._next_backlog = now + self.config.backlog_interval_seconds
                 stats = self._store.backlog(self._clock())
@@ -335,19 +348,8 @@ class Relay:
         self._observer.shards_owned(len(shards))
 
     def purge(self) -> int:
-        """Delete published rows past retention, in small transactions; return how many."""
-        older_than = self._clock() - timedelta(seconds=self.config.retention_seconds)
-        total = 0
-        for _ in range(self.config.purge_max_batches):
-            if self._stopping:
-                break
-            deleted = self._store.purge_published(older_than, self.config.purge_batch_size)
-            total += deleted
-            if deleted < self.config.purge_batch_size:
-                break
-        if total:
-            log.info("purged published rows", extra={"event": "relay.purged", "count": total})
-        return total
+        """Delete published rows past retention now (see :class:`RetentionPurger`); return how many."""
+        return self._retention.purge()
 
     # ------------------------------------------------------------------ waiting and shutdown
     def _sleep(self, seconds: float) -> None:
@@ -364,7 +366,15 @@ class Relay:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            if self._waker.wait(min(left, _STOP_CHECK_SECONDS)):
+            try:
+                if self._waker.wait(min(left, _STOP_CHECK_SECONDS)):
+                    return
+            except Exception as exc:  # noqa: BLE001 - a waker failure (e.g. EMFILE) must never end the relay
+                log.warning(
+                    "waiting for notifications failed; polling",
+                    extra={"event": "relay.wait_failed", "error": type(exc).__name__},
+                )
+                self._sleep(left)
                 return
 
     def _shutdown(self) -> None:
@@ -383,6 +393,10 @@ class Relay:
         steps: list[Callable[[], object]] = [
             self._settle_marks,
             *([self._marker.shutdown] if self._marker is not None else []),
+            self._retention.close,  # stops after its batch
+            lambda: self._dead_letters.close(min(5.0, self.config.delivery_timeout_seconds))
+            if not self._own_copier
+            else self._dead_letters.pump(),
             lambda: self._producer.close(self.config.delivery_timeout_seconds),
             *([self._leases.release_all] if self._leases is not None else []),
             self._waker.close,

@@ -10,21 +10,20 @@ import logging
 from datetime import datetime
 
 from payment_events.outbox.ports import OutboxRecord
+from payment_events.relay.dead_letter_copies import Copy
 from payment_events.relay.decisions import Resolution, group_counts
-from payment_events.relay.delivery import SIZE_CODES, Delivered
 from payment_events.relay.observer import RelayObserver
-from payment_events.relay.ports import BatchProducer, OutgoingMessage
+from payment_events.relay.ports import OutgoingMessage
 
 log = logging.getLogger("payment_events.relay.reporting")
 
 
-def dead_letter(producer: BatchProducer, topic: str, resolution: Resolution, timeout: float) -> None:
-    """Copy dead rows to the dead-letter ``topic``; the database state stays the source of truth, so a
-    failed copy is logged (``relay.dlq_failed``) and the row is still marked dead."""
-    messages = [dlq_message(topic, rec, code, reason) for rec, code, reason in resolution.dead_records]
-    outcomes = producer.produce_batch(messages, timeout)
-    for (record, code, _), outcome in zip(resolution.dead_records, outcomes, strict=True):
-        failed = not isinstance(outcome, Delivered)
+def dead_letter_copies(topic: str | None, resolution: Resolution) -> list[Copy]:
+    """Log every dead row (``relay.dead_lettered``) and return its copy for the dead-letter ``topic``
+    (none when ``topic`` is ``None``). The rows are marked dead before the copies are sent: the database
+    state is the truth, a copy is sent (and retried) by the relay's ``DeadLetterCopier``."""
+    copies: list[Copy] = []
+    for record, code, reason in resolution.dead_records:
         log.warning(
             "event dead-lettered",
             extra={
@@ -34,20 +33,11 @@ def dead_letter(producer: BatchProducer, topic: str, resolution: Resolution, tim
                 "topic": record.topic,
                 "attempt": record.attempts + 1,
                 "code": code,
-                "dlq_produced": not failed,
             },
         )
-        if failed:
-            log.error(
-                "could not copy a dead event to the dead-letter topic; it is dead in the database",
-                extra={
-                    "event": "relay.dlq_failed",
-                    "outbox_id": record.id,
-                    "event_id": record.event_id,
-                    "topic": topic,
-                    "code": getattr(outcome, "code", "NO_REPORT"),
-                },
-            )
+        if topic:
+            copies.append(Copy(dlq_message(topic, record, code, reason), record.id, record.event_id))
+    return copies
 
 
 def report(observer: RelayObserver, resolution: Resolution, now: datetime) -> None:
@@ -93,7 +83,8 @@ def report(observer: RelayObserver, resolution: Resolution, now: datetime) -> No
 
 
 def dlq_message(topic: str, record: OutboxRecord, code: str, reason: str) -> OutgoingMessage:
-    """The dead-letter copy: same key and headers plus the reason; a too-large payload is left out."""
+    """The dead-letter copy: same key, payload and headers plus the reason (a copy the dead-letter topic
+    refuses as too large is sent again without the payload, see ``DeadLetterCopier``)."""
     headers = (
         *record.headers,
         ("dlq-reason", reason.encode()),
@@ -102,8 +93,4 @@ def dlq_message(topic: str, record: OutboxRecord, code: str, reason: str) -> Out
         ("dlq-attempts", str(record.attempts + 1).encode()),
         ("dlq-outbox-id", str(record.id).encode()),
     )
-    payload = record.payload
-    if code in SIZE_CODES:
-        payload = b""
-        headers = (*headers, ("dlq-payload-omitted", b"too-large"))
-    return OutgoingMessage(topic=topic, key=record.key, payload=payload, headers=headers)
+    return OutgoingMessage(topic=topic, key=record.key, payload=record.payload, headers=headers)

@@ -44,8 +44,13 @@ class RelayConfig:
     """How often the retention purge runs."""
     purge_batch_size: int = 1000
     """Rows deleted per purge transaction (small, so the purge never blocks the relay for long)."""
-    purge_max_batches: int = 20
+    purge_max_batches: int = 10_000
     """Purge transactions per purge run, at most."""
+    purge_budget_seconds: float = 50.0
+    """A purge run (on its own thread: publishing goes on) deletes batch after batch until it is caught
+    up (a batch comes back short) or this long has passed; the next run (``purge_interval_seconds``
+    later) continues. The defaults delete about twice the highest sustained publish rate
+    (``python -m bench.purge``, docs/performance.md)."""
     dlq_topic: str | None = DEFAULT_DLQ_TOPIC
     """Dead-lettered events are copied to this topic (``None``: database state only). Its name is
     checked where topics are known to Kafka (:func:`payment_events.service.build_relay`)."""
@@ -53,6 +58,9 @@ class RelayConfig:
     """Keys hash into this many shards; relay instances share them. Must match the writers."""
     lease_refresh_seconds: float = 5.0
     """How often the relay re-balances shard ownership (takes over a dead instance's shards)."""
+    lease_takeover_seconds: float = 30.0
+    """PostgreSQL: a relay whose lease session has been silent this long (host gone, network
+    partitioned) loses its shards; the others take them on their next refresh. At least 2 s."""
     backlog_interval_seconds: float = 15.0
     """How often the backlog (pending count, oldest age) is reported to the observer."""
     listen: bool = True
@@ -72,6 +80,8 @@ class RelayConfig:
         for name in RELAY_LIMITS:
             check_relay_option(name, getattr(self, name))
         check_backoff(self.backoff_base_seconds, self.backoff_cap_seconds)
+        if self.lease_takeover_seconds < 2:
+            raise ConfigurationError("relay option lease_takeover_seconds must be at least 2 seconds")
         if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", self.notify_channel):
             raise ConfigurationError("relay option notify_channel must be a lower-case SQL identifier")
 
@@ -93,8 +103,10 @@ RELAY_LIMITS: dict[str, tuple[str, float, float | None]] = {
     "purge_interval_seconds": _DURATION,
     "purge_batch_size": ("int", 1, 100_000),
     "purge_max_batches": ("int", 1, None),
+    "purge_budget_seconds": _DURATION,
     "shard_count": ("int", 1, MAX_SHARD_COUNT),
     "lease_refresh_seconds": _DURATION,
+    "lease_takeover_seconds": _DURATION,
     "backlog_interval_seconds": _DURATION,
 }
 """The one home of the relay's limits: (kind, minimum, maximum) per :class:`RelayConfig` field. The

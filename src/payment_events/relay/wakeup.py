@@ -51,7 +51,7 @@ class PostgresNotifyWaker:
         self._next_connect = time.monotonic() + self._reconnect_seconds
         try:
             conn = psycopg.connect(self._dsn, autocommit=True)
-        except psycopg.Error as exc:
+        except (psycopg.Error, OSError) as exc:  # OSError: EMFILE and other transient resource errors
             log.warning(
                 "cannot LISTEN; polling until the connection works",
                 extra={"event": "relay.listen_failed", "error": type(exc).__name__},
@@ -59,9 +59,13 @@ class PostgresNotifyWaker:
             return
         try:
             conn.execute(f"LISTEN {self._channel}")  # channel is validated as an identifier
-        except psycopg.Error:
+        except (psycopg.Error, OSError) as exc:
             conn.close()
-            raise
+            log.warning(
+                "cannot LISTEN; polling until the connection works",
+                extra={"event": "relay.listen_failed", "error": type(exc).__name__},
+            )
+            return
         self._conn = conn
         log.debug("listening", extra={"event": "relay.listening", "channel": self._channel})
 
@@ -84,7 +88,7 @@ class PostgresNotifyWaker:
                 for _ in conn.notifies(timeout=0.0, stop_after=1000):
                     pass
             return woke
-        except psycopg.Error as exc:
+        except (psycopg.Error, OSError) as exc:
             log.warning(
                 "the LISTEN connection failed; polling until it is back",
                 extra={"event": "relay.listen_lost", "error": type(exc).__name__},

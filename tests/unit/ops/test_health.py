@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from payment_events.ops.health import HealthServer, HealthState, ProbeSink, ReachabilityProbe
+from payment_events.ops.health import HealthServer, HealthState
 from payment_events.ops.metrics import PrometheusObserver
+from payment_events.ops.probes import ProbeSink, ReachabilityProbe
 from payment_events.relay.observer import FanOutObserver
 
 
@@ -108,7 +109,9 @@ def test_http_endpoints(server: tuple[HealthServer, HealthState, PrometheusObser
     fan.published("PaymentSucceeded", "payment.events", [0.02])
     status, body = _get(base + "/readyz")
     assert status == 200
-    assert json.loads(body)["checks"] == {"database": True, "broker": True, "shards": True, "running": True}
+    assert json.loads(body)["checks"] == {
+        "database": True, "broker": True, "shards": True, "running": True, "topics": True, "started": True
+    }
     status, body = _get(base + "/metrics")
     assert status == 200
     assert b'payment_events_published_total{event_type="PaymentSucceeded",topic="payment.events"} 1.0' in body
@@ -138,3 +141,22 @@ def test_probe_sink_sets_readiness_without_a_liveness_tick() -> None:
     assert body["checks"]["broker"] is True
     assert body["checks"]["database"] is False
     assert metrics.registry.get_sample_value("payment_events_database_reachable") == 0
+
+
+def test_readiness_names_a_missing_topic_and_what_a_starting_relay_waits_for() -> None:
+    """A missing topic and a start-up wait make /readyz not ready, naming the topic and the wait."""
+    state = HealthState()
+    state.set_broker(True)
+    state.set_database(True)
+    state.shards_owned(1)
+    state.waiting_for("the Kafka broker at b:9092")
+    ready, details = state.readiness()
+    assert not ready
+    assert details["waiting_for"] == "the Kafka broker at b:9092"
+    state.waiting_for(None)
+    state.topic_missing("payment.refunds", True)
+    ready, details = state.readiness()
+    assert not ready
+    assert details["missing_topics"] == ["payment.refunds"]
+    state.topic_missing("payment.refunds", False)
+    assert state.readiness()[0]

@@ -1,0 +1,268 @@
+"""The composition root: build a relay (store, leases, producer, waker) and run it, alone or as the
+service with metrics, health, probes, alerts and signal handling.
+
+Every way of running a relay goes through here: ``payment-events relay`` (:func:`.serving.serve` and
+:func:`drain`), ``python -m payment_events.service`` (:mod:`.__main__`), :func:`run_relay` in a user's
+process, the demo, the benchmarks and the chaos suite. ``store_factory`` is the seam for another outbox
+store.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from payment_events.config import Settings
+from payment_events.errors import ConfigurationError
+from payment_events.outbox.ports import OutboxStore, ShardLeases
+from payment_events.relay.loop import Relay
+from payment_events.relay.observer import RelayObserver
+from payment_events.relay.settings import RelayConfig
+
+if TYPE_CHECKING:
+    from payment_events.kafka.admin import TopicStatus
+
+__all__ = ["StoreFactory", "build_relay", "drain", "prepare_topics", "run_relay", "stop_on_signals"]
+
+log = logging.getLogger("payment_events.service")
+
+StoreFactory = Callable[[str, RelayConfig], OutboxStore]
+"""Builds the relay's outbox store from the database URL and the relay config (closed with the relay
+if it has a ``close()``)."""
+
+_DLQ_TIMEOUT_SECONDS = 5.0
+"""The dead-letter copier's wait for one attempt (on its own thread: live traffic never waits for it)."""
+_DLQ_MESSAGE_TIMEOUT_MS = 10_000
+
+
+def run_relay(
+    database_url: str,
+    bootstrap_servers: str,
+    config: RelayConfig | None = None,
+    *,
+    observer: RelayObserver | None = None,
+    install_signal_handlers: bool = True,
+    on_ready: Callable[[Relay], None] | None = None,
+    store_factory: StoreFactory | None = None,
+) -> None:
+    """Run a relay over the outbox at ``database_url`` until SIGTERM/SIGINT (or ``Relay.stop()``).
+
+    PostgreSQL: shards are shared with other relay instances through advisory locks, and the relay
+    wakes on ``LISTEN``. SQLite: one relay owns every shard and polls. ``on_ready`` receives the relay
+    before it starts (to keep a handle for ``stop()``, e.g. from a health server). Returns after a
+    graceful stop, with every connection closed. A missing outbox table raises
+    ``MigrationRequiredError`` before anything starts.
+    """
+    relay = build_relay(
+        database_url, bootstrap_servers, config, observer=observer, store_factory=store_factory
+    )
+    if on_ready is not None:
+        on_ready(relay)
+    if not install_signal_handlers:
+        relay.run()
+        return
+    with stop_on_signals(relay.stop):
+        relay.run()
+
+
+def build_relay(
+    database_url: str,
+    bootstrap_servers: str,
+    config: RelayConfig | None = None,
+    *,
+    observer: RelayObserver | None = None,
+    store_factory: StoreFactory | None = None,
+    on_topic_state: Callable[[str, bool], None] | None = None,
+    kafka_statistics: Callable[[str], None] | None = None,
+) -> Relay:
+    """A ready-to-run :class:`Relay` with the SQL store, shard leases, Kafka producer and waker.
+
+    The producer is wrapped in :class:`~payment_events.kafka.guard.GuardedProducer` (record batches
+    sized below each topic's limit, a missing topic answered at once; ``on_topic_state(topic, missing)``
+    hears when a topic goes missing or comes back) and dead-letter copies go through a second producer
+    on their own thread (:class:`~payment_events.relay.dead_letter_copies.DeadLetterCopier`).
+
+    Everything it opens (engine, lease connection, producer, LISTEN connection) is closed when
+    ``Relay.run`` returns (or by ``Relay.close()`` for a relay that is never run). ``store_factory``
+    replaces the SQL store (the seam for experiments and other stores); it gets the URL and the config.
+    ``kafka_statistics`` receives librdkafka's statistics JSON (e.g.
+    :meth:`~payment_events.ops.metrics.PrometheusObserver.kafka_statistics`).
+    """
+    from sqlalchemy.engine import make_url
+
+    from payment_events.dburl import refuse_async_url
+    from payment_events.kafka.guard import AdminTopicCatalog, GuardedProducer, admin_config
+    from payment_events.kafka.producer import KafkaBatchProducer, producer_config
+    from payment_events.kafka.topics import validate_topic_name
+    from payment_events.outbox.store import SqlOutboxStore
+    from payment_events.relay.dead_letter_copies import DeadLetterCopier
+    from payment_events.relay.ports import Waker
+    from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker
+
+    refuse_async_url(database_url)
+    config = config or RelayConfig()
+    if config.dlq_topic is not None:
+        validate_topic_name(config.dlq_topic, "relay option dlq_topic")
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    # Everything opened so far, closed in reverse if building fails half way (or by the relay later).
+    closers: list[Callable[[], object]] = []
+    try:
+        if backend == "sqlite" and url.database and url.database != ":memory:":
+            closers.append(_exclusive_sqlite_relay(url.database))
+        store: OutboxStore
+        if store_factory is None:
+            sql_store = SqlOutboxStore.from_url(database_url, shard_count=config.shard_count)
+            closers.append(sql_store.close)
+            store = sql_store
+        else:
+            store = store_factory(database_url, config)
+            close_store = getattr(store, "close", None)
+            if close_store is not None:
+                closers.append(close_store)
+        leases = _leases(database_url, backend, config, closers)
+        catalog = AdminTopicCatalog(admin_config(bootstrap_servers, config.producer_overrides))
+        producer = GuardedProducer(
+            KafkaBatchProducer(
+                producer_config(bootstrap_servers, config.producer_overrides), statistics=kafka_statistics
+            ),
+            catalog,
+            on_topic_state=on_topic_state,
+        )
+        closers.append(lambda: producer.close(0.0))
+        copier = DeadLetterCopier(
+            GuardedProducer(
+                KafkaBatchProducer(
+                    producer_config(
+                        bootstrap_servers,
+                        {**config.producer_overrides, "message.timeout.ms": _DLQ_MESSAGE_TIMEOUT_MS},
+                    )
+                ),
+                catalog,
+            ),
+            timeout=_DLQ_TIMEOUT_SECONDS,
+            backoff_cap_seconds=config.backoff_cap_seconds,
+            threaded=True,
+        )
+        closers.append(lambda: copier.close(0.0))
+        waker: Waker = SleepWaker()
+        if backend == "postgresql" and config.listen:
+            waker = PostgresNotifyWaker(database_url, config.notify_channel)
+        closers.append(waker.close)
+        relay = Relay(
+            store,
+            producer,
+            config,
+            leases=leases,
+            observer=observer,
+            waker=waker,
+            closers=closers[:-3][::-1],  # the relay closes its producer, copier and waker itself
+            dead_letters=copier,
+        )
+    except BaseException:
+        for close in reversed(closers):
+            close()
+        raise
+    log.info(
+        "relay configured",
+        extra={"event": "relay.configured", "backend": backend, "shard_count": config.shard_count},
+    )
+    return relay
+
+
+def _leases(
+    database_url: str, backend: str, config: RelayConfig, closers: list[Callable[[], object]]
+) -> ShardLeases:
+    """PostgreSQL: advisory-lock leases whose session expires after ``lease_takeover_seconds`` of
+    silence, renewed by a heartbeat thread; SQLite: every shard."""
+    from payment_events.outbox.lease_heartbeat import LeaseHeartbeat
+    from payment_events.outbox.leases import AllShards, PostgresShardLeases
+
+    if backend != "postgresql":
+        return AllShards(config.shard_count)
+    leases = PostgresShardLeases(
+        database_url, shard_count=config.shard_count, takeover_seconds=config.lease_takeover_seconds
+    )
+    closers.append(leases.close)
+    heartbeat = LeaseHeartbeat(leases, config.lease_takeover_seconds / 4).start()
+    closers.append(heartbeat.stop)
+    return leases
+
+
+def _exclusive_sqlite_relay(database: str) -> Callable[[], object]:
+    """Hold an exclusive lock on ``<database>.relay-lock``: SQLite has no shard leases, so a second relay
+    on the same file would publish the same rows concurrently and could reorder a key. The operating
+    system drops the lock when the process ends, however it ends. Returns the release function."""
+    import fcntl
+
+
+    handle = open(f"{database}.relay-lock", "a+b")  # noqa: SIM115 - held open for the relay's lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigurationError(
+            f"another relay is already running on the SQLite outbox {database}; an SQLite outbox has "
+            "exactly one relay (use PostgreSQL to run several)"
+        ) from None
+    return handle.close
+
+
+@contextmanager
+def stop_on_signals(on_stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT call ``on_stop`` (which only sets flags: signal-safe) while inside; the previous
+    handlers come back on the way out. Outside the main thread (where Python allows no handlers) this
+    does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        on_stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def prepare_topics(settings: Settings, *, timeout: float = 30.0) -> list[TopicStatus]:
+    """Create the configured topics (aggregate, routed, dead-letter) if allowed; otherwise refuse
+    (ConfigurationError) when one is missing; ``TransientPublishError`` when no broker answers within
+    ``timeout`` seconds."""
+    from payment_events.kafka.admin import ensure_topics
+
+    router = settings.topic_router()
+    return ensure_topics(
+        settings.kafka_config(),
+        sorted({*router.topics, settings.dlq_topic}),
+        partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+        min_insync_replicas=settings.topic_min_insync_replicas,
+        create=settings.create_topics,
+        timeout=timeout,
+    )
+
+
+def drain(settings: Settings, progress: Callable[[int], None] | None = None) -> int:
+    """Publish every row that is pending and due now (checking the schema and topics first); return how
+    many rows were resolved. No HTTP server: for jobs. ``progress`` gets the running total after each
+    cycle."""
+    from payment_events.outbox import migrate
+
+    migrate.check(settings.database_url)
+    prepare_topics(settings)
+    relay = build_relay(settings.database_url, settings.kafka_bootstrap_servers, settings.to_relay_config())
+    try:
+        return relay.drain(progress=progress)
+    finally:
+        relay.close()
+
+
