@@ -239,6 +239,7 @@ HONEST_FORMATS: dict[str, Callable[[random.Random], str]] = {
     "braintree (8 lower alnum)": lambda r: _pick(r, string.ascii_lowercase + string.digits, 8),
     "numeric 6-20 digits": lambda r: _numeric(r, 6, 20),
     "ord_<numeric 6-12>": lambda r: "ord_" + _numeric(r, 6, 12),
+    "W3C traceparent": lambda r: f"00-{r.getrandbits(128):032x}-{r.getrandbits(64):016x}-01",
 }
 
 

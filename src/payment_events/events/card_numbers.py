@@ -20,11 +20,12 @@ A card number is recognised by what it is, after the text is normalised:
 4. **Issuer range, length, Luhn.** A candidate is a card number when its prefix and length belong to a
    brand (:data:`BRANDS`) and it passes the Luhn check.
 
-Known limits, chosen so that honest ids are not refused (see docs/privacy.md for measured rates): a card
-number glued to further digits (``1234111111111111111``) is judged as one number; one glued to letters
-inside a hex token (``cafe4111111111111111``) is not seen; 12-digit Maestro numbers are not recognised;
-brands outside :data:`BRANDS` are not recognised. A bare 13-19 digit id that is itself a valid card
-number cannot be told from one and is refused by design.
+A string that is exactly a W3C traceparent is not scanned (its random 16-hex parent id is now and then
+all digits). Known limits, chosen so that honest ids are not refused (docs/privacy.md has the measured
+rates): a card number glued to further digits (``1234111111111111111``) is judged as one number; one
+glued to letters inside a hex token (``cafe4111111111111111``) is not seen; 12-digit Maestro numbers are
+not recognised; brands outside :data:`BRANDS` are not recognised. A bare 13-19 digit id that is itself a
+valid card number cannot be told from one and is refused by design.
 """
 
 from __future__ import annotations
@@ -303,16 +304,22 @@ def might_contain_card_number(text: str) -> bool:
     return False
 
 
+# A W3C traceparent says what it is: its 16-hex parent id is all digits once in ~1,850 and would then
+# look like a 16-digit card number about once in 40,000 traceparents. Tracing libraries make these, not
+# people; a string that is exactly one is not scanned (the same exemption the docs state).
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
 def contains_card_number(text: str) -> bool:
     """Whether ``text`` holds a card number in any form this module recognises (see the module doc)."""
-    if not might_contain_card_number(text):
+    if not might_contain_card_number(text) or _TRACEPARENT.fullmatch(text):
         return False
     return next(_spans(text), None) is not None
 
 
 def find_card_numbers(text: str) -> list[tuple[int, int]]:
     """The (start, end) offsets in ``text`` of the card numbers in it, merged and sorted."""
-    if not might_contain_card_number(text):
+    if not might_contain_card_number(text) or _TRACEPARENT.fullmatch(text):
         return []
     merged: list[tuple[int, int]] = []
     for start, end in sorted(set(_spans(text))):

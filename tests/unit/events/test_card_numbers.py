@@ -245,3 +245,15 @@ def test_dlq_list_and_show_mask_card_numbers(tmp_path: Path) -> None:
         assert "REDACTED-PAN" in result.output
         for shown in (card, "1111.1111", "pay_4111", "\u0664\u0661", "\\u0664"):
             assert shown not in result.output, (args, shown)
+
+
+@settings(max_examples=300)
+@given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1))
+def test_w3c_traceparents_are_never_refused(trace_id: int, parent_id: int) -> None:
+    """A traceparent whose random parent id happens to be a card-like 16-digit number is not refused."""
+    check_text("traceparent", f"00-{trace_id:032x}-{parent_id:016x}-01")
+
+
+def test_a_traceparent_with_an_all_digit_parent_id_is_accepted() -> None:
+    """The case Hypothesis found: parent id 4111111111111111 (a Visa test number) in a traceparent."""
+    check_text("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-4111111111111111-01")
