@@ -25,6 +25,7 @@ from bench.events import EventFactory, size_record
 from bench.infra import ADMIN_URL, BOOTSTRAP, fresh_database, fresh_topic
 from bench.naive import naive_relay
 from bench.sustained import run_sustained
+from bench.warmstart import run_warm_start
 from bench.writepath import run_write_path
 
 PARTITIONS = 6
@@ -54,6 +55,8 @@ def _plan(quick: bool, args: argparse.Namespace) -> dict[str, Any]:
         "drain_timeout": 20.0,
         "experiment_drain_timeout": 30.0,
         "history_rows": 10_000 if quick else 50_000,
+        "warm_start_events": 30_000 if quick else 100_000,
+        "warm_start_rounds": 1 if quick else 2,
         "soft_budget_seconds": 200.0 if quick else 445.0,
     }
 
@@ -238,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small counts and short runs")
     parser.add_argument("--no-services", action="store_true", help="do not call scripts/services up")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["write", "drain", "sustained", "profile", "scale"], help="skip a workload")
+                        choices=["write", "drain", "warm", "sustained", "profile", "scale"],
+                        help="skip a workload")
     parser.add_argument("--events", type=int, default=0, help="drain backlog size")
     parser.add_argument("--write-pairs", type=int, default=0, help="write-path transactions per variant")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds per sustained run")
@@ -255,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = _plan(args.quick, args)
     if args.rates:
         plan["rates"] = [float(r) for r in args.rates.split(",") if r.strip()]
-        args.skip += ["write", "drain"]
+        args.skip += ["write", "drain", "warm"]
     if not args.no_services:
         env.services_up()
     from payment_events.kafka.producer import producer_config
@@ -318,6 +322,14 @@ def main(argv: list[str] | None = None) -> int:
                     results["sustained"] = _sustained_section(plan, factory, ctx)
             finally:
                 engine.dispose()
+    if "warm" not in skip:
+        n = plan["warm_start_events"]
+        print(f"[bench] warm start: {n:,} events, no ANALYZE before the backlog", flush=True)
+        results["warm_start"] = run_warm_start(
+            factory.batch(n), BOOTSTRAP, relay_config=relay_settings(), partitions=PARTITIONS,
+            rounds=plan["warm_start_rounds"], timeout=plan["experiment_drain_timeout"],
+            budget_allows=lambda what: budget.allows(what, plan["soft_budget_seconds"] * 1.2),
+        )
     results["run"]["skipped_for_time"] = budget.skipped
     relay_peaks, idle = memory["peak"], memory["idle"]
     if relay_peaks:

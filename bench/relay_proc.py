@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="{}", help="RelayConfig overrides as JSON")
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument(
-        "--patch", choices=["two-step-claim"], default=None, help="an experiment: see bench.claim_fix"
+        "--patch", choices=["two-step-claim", "unpinned-claim"], default=None,
+        help="an experiment or the code before a fix: see bench.claim_fix",
     )
     args = parser.parse_args(argv)
     store_factory = None
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.claim_fix import two_step_store
 
         store_factory = two_step_store
+    elif args.patch == "unpinned-claim":
+        from bench.claim_fix import unpin_claim
+
+        unpin_claim()
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     overrides: dict[str, Any] = json.loads(args.config)

@@ -200,6 +200,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt(rate, 0)} events/s ({_fmt(run['seconds'], 2)} s) | raw ceiling; naive | "
             f"{ratio(rate, ceiling or math.nan)} of ceiling; {ratio(rate, naive or math.nan)}x naive |"
         )
+    lines += _warm_start_lines(results, ceiling)
     sustained = results.get("sustained") or {}
     ack = sustained.get("ack_baseline") or {}
     for run in sustained.get("runs", []):
@@ -233,6 +234,28 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines += _tail(results)
     return "\n".join(lines)
+
+
+def _warm_start_lines(results: dict[str, Any], ceiling: float | None) -> list[str]:
+    """Workload 2w: each warm-start drain, as a ratio to the median of the unpinned (pre-fix) claim's."""
+    warm = results.get("warm_start") or {}
+    runs = warm.get("runs", [])
+    before = [r["events_per_second"] for r in runs if r.get("patch")]
+    base = sorted(before)[len(before) // 2] if before else math.nan
+    lines = []
+    for run in runs:
+        rate = run["events_per_second"]
+        what = "claim as before issue 16 (unpinned)" if run.get("patch") else "shipped claim"
+        cap = _fmt(run["seconds"], 0)
+        unfinished = "" if run.get("finished", True) else f", NOT finished in the {cap} s cap"
+        lines.append(
+            f"| 2w. Warm-start drain {run['events']:,} events, empty analysed outbox, no ANALYZE, round "
+            f"{run.get('round')}, {what}{unfinished} | "
+            f"{_fmt(rate, 0)} events/s ({_fmt(run['seconds'], 2)} s) | "
+            f"unpinned claim (median); raw ceiling | {ratio(rate, base)}x; "
+            f"{ratio(rate, ceiling or math.nan)} of ceiling |"
+        )
+    return lines
 
 
 def _tail(results: dict[str, Any]) -> list[str]:
