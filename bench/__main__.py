@@ -24,6 +24,7 @@ from bench.drain import run_drain
 from bench.events import EventFactory, size_record
 from bench.infra import ADMIN_URL, BOOTSTRAP, fresh_database, fresh_topic
 from bench.naive import naive_relay
+from bench.sqlite_latency import run_sqlite_latency
 from bench.sustained import run_sustained
 from bench.warmstart import run_warm_start
 from bench.writepath import run_write_path
@@ -57,6 +58,8 @@ def _plan(quick: bool, args: argparse.Namespace) -> dict[str, Any]:
         "history_rows": 10_000 if quick else 50_000,
         "warm_start_events": 30_000 if quick else 100_000,
         "warm_start_rounds": 1 if quick else 2,
+        "sqlite_seconds": 6.0 if quick else 15.0,
+        "sqlite_rounds": 1 if quick else 2,
         "soft_budget_seconds": 200.0 if quick else 445.0,
     }
 
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small counts and short runs")
     parser.add_argument("--no-services", action="store_true", help="do not call scripts/services up")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["write", "drain", "warm", "sustained", "profile", "scale"],
+                        choices=["write", "drain", "warm", "sqlite", "sustained", "profile", "scale"],
                         help="skip a workload")
     parser.add_argument("--events", type=int, default=0, help="drain backlog size")
     parser.add_argument("--write-pairs", type=int, default=0, help="write-path transactions per variant")
@@ -259,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = _plan(args.quick, args)
     if args.rates:
         plan["rates"] = [float(r) for r in args.rates.split(",") if r.strip()]
-        args.skip += ["write", "drain", "warm"]
+        args.skip += ["write", "drain", "warm", "sqlite"]
     if not args.no_services:
         env.services_up()
     from payment_events.kafka.producer import producer_config
@@ -329,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
             factory.batch(n), BOOTSTRAP, relay_config=relay_settings(), partitions=PARTITIONS,
             rounds=plan["warm_start_rounds"], timeout=plan["experiment_drain_timeout"],
             budget_allows=lambda what: budget.allows(what, plan["soft_budget_seconds"] * 1.2),
+        )
+    if "sqlite" not in skip:
+        results["sqlite_latency"] = run_sqlite_latency(
+            BOOTSTRAP, rate=1000.0, duration=plan["sqlite_seconds"], rounds=plan["sqlite_rounds"],
+            partitions=PARTITIONS,
+            budget_allows=lambda what: budget.allows(what, plan["soft_budget_seconds"] * 1.25),
         )
     results["run"]["skipped_for_time"] = budget.skipped
     relay_peaks, idle = memory["peak"], memory["idle"]

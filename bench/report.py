@@ -201,6 +201,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{ratio(rate, ceiling or math.nan)} of ceiling; {ratio(rate, naive or math.nan)}x naive |"
         )
     lines += _warm_start_lines(results, ceiling)
+    lines += _sqlite_lines(results)
     sustained = results.get("sustained") or {}
     ack = sustained.get("ack_baseline") or {}
     for run in sustained.get("runs", []):
@@ -254,6 +255,26 @@ def _warm_start_lines(results: dict[str, Any], ceiling: float | None) -> list[st
             f"{_fmt(rate, 0)} events/s ({_fmt(run['seconds'], 2)} s) | "
             f"unpinned claim (median); raw ceiling | {ratio(rate, base)}x; "
             f"{ratio(rate, ceiling or math.nan)} of ceiling |"
+        )
+    return lines
+
+
+def _sqlite_lines(results: dict[str, Any]) -> list[str]:
+    """Workload 3s: SQLite commit-to-ack, as a ratio to the median of the polled relay's runs."""
+    runs = (results.get("sqlite_latency") or {}).get("runs", [])
+    polled = sorted(r["commit_to_ack_ms"]["p99"] for r in runs if r["variant"] == "polled")
+    base = polled[len(polled) // 2] if polled else math.nan
+    lines = []
+    for run in runs:
+        lat = run["commit_to_ack_ms"]
+        what = "polled every 50 ms (before)" if run["variant"] == "polled" else "shipped (data_version watch)"
+        lines.append(
+            f"| 3s. SQLite outbox, {_fmt(run['target_rate'], 0)}/s target, "
+            f"{_fmt(run['duration_seconds'], 0)} s,"
+            f" round {run.get('round')}, {what} | achieved {_fmt(run['achieved_write_rate'], 0)}/s; "
+            f"commit->ack p50/p99/p99.9 {_fmt(lat['p50'])}/{_fmt(lat['p99'])}/{_fmt(lat['p999'])} ms; "
+            f"relay CPU {run['relay_cpu_seconds']} s | polled p99 (median) {_fmt(base)} ms | "
+            f"p99 {ratio(lat['p99'], base)}x |"
         )
     return lines
 

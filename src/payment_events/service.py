@@ -100,7 +100,7 @@ def build_relay(
     from payment_events.outbox.ports import ShardLeases
     from payment_events.outbox.store import SqlOutboxStore
     from payment_events.relay.ports import Waker
-    from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker
+    from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker, SqliteChangeWaker
 
     config = config or RelayConfig()
     url = make_url(database_url)
@@ -132,6 +132,8 @@ def build_relay(
         waker: Waker = SleepWaker()
         if backend == "postgresql" and config.listen:
             waker = PostgresNotifyWaker(database_url, config.notify_channel)
+        elif backend == "sqlite" and config.listen and url.database and url.database != ":memory:":
+            waker = SqliteChangeWaker(url.database)  # no NOTIFY on SQLite: watch its change counter
         closers.append(waker.close)
         relay = Relay(
             store,
