@@ -54,3 +54,18 @@ def test_an_sqlite_relay_wakes_on_commits_unless_listening_is_off(tmp_path: Path
         assert isinstance(relay._waker, SleepWaker)
     finally:
         relay.close()
+
+
+def test_relay_gc_sets_the_relay_thresholds_inside_and_restores_the_previous_ones() -> None:
+    """The relay's garbage-collector thresholds apply only inside relay_gc(); None leaves them alone."""
+    import gc
+
+    from payment_events.service import RELAY_GC_THRESHOLD, relay_gc
+
+    before = gc.get_threshold()
+    with relay_gc():
+        assert gc.get_threshold() == RELAY_GC_THRESHOLD
+    assert gc.get_threshold() == before
+    with relay_gc(None):
+        assert gc.get_threshold() == before
+    assert gc.get_threshold() == before
