@@ -113,3 +113,26 @@ def test_two_step_claim_experiment_claims_what_the_shipped_claim_claims(pg_url: 
     assert len(two_step) == 9  # the three rows of the key in backoff are skipped
     assert events[0].key not in {r.key for r in two_step}
     assert {r.id for r in some_shards} <= {r.id for r in two_step}
+
+
+def test_warm_start_harness_drains_with_the_shipped_and_the_unpinned_claim(kafka_bootstrap: str) -> None:
+    """The warm-start workload drains every event once with each claim variant, in its own database."""
+    from bench.warmstart import UNPINNED, run_warm_start
+
+    result = run_warm_start(
+        EventFactory(20).batch(300), kafka_bootstrap, relay_config=RELAY, partitions=3, rounds=1,
+        timeout=120, warm_seconds=1.0,
+    )
+    assert [r["patch"] for r in result["runs"]] == [None, UNPINNED]
+    assert all(r["finished"] and r["published"] == 300 for r in result["runs"])
+
+
+def test_sqlite_latency_harness_measures_every_event_of_both_variants(kafka_bootstrap: str) -> None:
+    """The SQLite latency workload gets a commit-to-ack figure for every written event, polled and shipped."""
+    from bench.sqlite_latency import run_sqlite_latency
+
+    result = run_sqlite_latency(kafka_bootstrap, rate=100.0, duration=2.0, rounds=1, partitions=3)
+    assert [r["variant"] for r in result["runs"]] == ["polled", "shipped"]
+    for run in result["runs"]:
+        assert run["events_written"] > 0
+        assert run["events_acked"] == run["events_written"]
