@@ -215,6 +215,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"achieved {_fmt(run['achieved_write_rate'], 0)}/s; "
             f"commit->ack p50/p99/p99.9 {_fmt(lat['p50'])}/{_fmt(lat['p99'])}/{_fmt(lat['p999'])} ms; "
             f"backlog {run['backlog_growth_per_second']:+.0f}/s (max {run['backlog_max']:,})"
+            f"{pg_cpu(run)}"
             f"{_verdict(run)} | "
             f"raw produce->ack p99 {_fmt(base.get('p99'))} ms | "
             f"p99 {ratio(lat['p99'], base.get('p99', math.nan))}x; "
@@ -235,6 +236,12 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines += _tail(results)
     return "\n".join(lines)
+
+
+def pg_cpu(run: dict[str, Any]) -> str:
+    """``; PostgreSQL backends N us/event`` when the run measured it."""
+    value = run.get("pg_backend_cpu_us_per_event")
+    return f"; PostgreSQL backends {_fmt(value, 0)} us CPU/event" if value is not None else ""
 
 
 def _warm_start_lines(results: dict[str, Any], ceiling: float | None) -> list[str]:

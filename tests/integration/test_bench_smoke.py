@@ -63,7 +63,8 @@ def test_drain_harness_publishes_every_event(
 
 
 def test_sustained_harness_matches_every_commit_to_its_ack(pg_url: str, kafka_bootstrap: str) -> None:
-    """A short sustained run finds every written event on the topic and marked published."""
+    """A short sustained run finds every written event on the topic and marked published, and measures
+    the CPU of the run's PostgreSQL backends."""
     engine = sa.create_engine(pg_url)
     try:
         upgrade(engine)
@@ -79,6 +80,8 @@ def test_sustained_harness_matches_every_commit_to_its_ack(pg_url: str, kafka_bo
     assert run["events_acked"] == 200
     assert run["events_marked"] == 200
     assert run["commit_to_ack_ms"]["count"] == 200
+    assert run["pg_backend_cpu_seconds"] > 0
+    assert run["pg_backend_cpu_us_per_event"] > 0
 
 
 def test_two_step_claim_experiment_claims_what_the_shipped_claim_claims(pg_url: str) -> None:
