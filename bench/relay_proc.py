@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="{}", help="RelayConfig overrides as JSON")
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument(
-        "--patch", choices=["two-step-claim", "unpinned-claim"], default=None,
+        "--patch", choices=["two-step-claim", "unpinned-claim", "default-gc"], default=None,
         help="an experiment or the code before a fix: see bench.claim_fix",
     )
     args = parser.parse_args(argv)
@@ -114,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     if profiler is not None:
         profiler.start()
     try:
-        run_relay(args.url, args.bootstrap, config, observer=observer, store_factory=store_factory)
+        from payment_events.service import RELAY_GC_THRESHOLD
+
+        gc_threshold = None if args.patch == "default-gc" else RELAY_GC_THRESHOLD
+        run_relay(
+            args.url, args.bootstrap, config, observer=observer, store_factory=store_factory,
+            gc_threshold=gc_threshold,
+        )
     finally:
         if profiler is not None:
             profiler.stop()

@@ -322,6 +322,8 @@ def write(results: dict[str, Any], directory: Path = RESULTS_DIR) -> tuple[Path,
     stem = results["run"]["date"] + ("-quick" if results["run"]["mode"] == "quick" else "")
     if results["run"]["plan"].get("rates"):
         stem += "-rates"
+    if results["run"].get("tag"):
+        stem += "-" + results["run"]["tag"]
     json_path = directory / f"{stem}.json"
     md_path = directory / f"{stem}.md"
     json_path.write_text(json.dumps(results, indent=1, sort_keys=False, default=str) + "\n")
