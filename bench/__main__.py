@@ -24,7 +24,9 @@ from bench.drain import run_drain
 from bench.events import EventFactory, size_record
 from bench.infra import ADMIN_URL, BOOTSTRAP, fresh_database, fresh_topic
 from bench.naive import naive_relay
+from bench.sqlite_latency import run_sqlite_latency
 from bench.sustained import run_sustained
+from bench.warmstart import run_warm_start
 from bench.writepath import run_write_path
 
 PARTITIONS = 6
@@ -54,7 +56,12 @@ def _plan(quick: bool, args: argparse.Namespace) -> dict[str, Any]:
         "drain_timeout": 20.0,
         "experiment_drain_timeout": 30.0,
         "history_rows": 10_000 if quick else 50_000,
+        "warm_start_events": 30_000 if quick else 100_000,
+        "warm_start_rounds": 1 if quick else 2,
+        "sqlite_seconds": 6.0 if quick else 15.0,
+        "sqlite_rounds": 1 if quick else 2,
         "soft_budget_seconds": 200.0 if quick else 445.0,
+        "experiments": bool(args.experiments),
     }
 
 
@@ -112,8 +119,10 @@ def _drain_section(
         drain["naive"] = naive_relay(url, BOOTSTRAP, plan["naive_sample"])
     drain["relay"] = []
     runs: list[tuple[int, str | None, dict[str, Any]]] = [
-        (1, None, {}), (2, None, {}), (1, TWO_STEP, {}), (2, TWO_STEP, {}),
+        (1, None, {}), (2, None, {}),
     ]
+    if plan["experiments"]:
+        runs += [(1, TWO_STEP, {}), (2, TWO_STEP, {})]
     for instances, patch, overrides in runs:
         label = f"{instances} relay(s)" + "".join(f", {x}" for x in (patch, overrides) if x)
         if instances == 2 and "scale" in skip:
@@ -137,7 +146,10 @@ def _drain_section(
         out.mkdir(parents=True, exist_ok=True)
         stem = results["run"]["date"] + ("-quick" if results["run"]["mode"] == "quick" else "")
         results["profile"] = {}
-        for patch, limit, cap in ((None, n // 10, 10.0), (TWO_STEP, n // 4, 20.0)):
+        profiled: list[tuple[str | None, int, float]] = [(None, n // 10, 10.0)]
+        if plan["experiments"]:
+            profiled.append((TWO_STEP, n // 4, 20.0))
+        for patch, limit, cap in profiled:
             name = "shipped" if patch is None else patch
             if not budget.allows(f"profiled drain ({name})"):
                 continue
@@ -220,7 +232,9 @@ def _sustained_section(plan: dict[str, Any], factory: EventFactory, ctx: dict[st
     if "scale" not in skip:
         known2[5000.0] = one(5000, 2, plan["scale_seconds"])["sustained"]
     best: dict[str, float | None] = {}
-    if budget.allows(f"sustained runs with {TWO_STEP}", plan["soft_budget_seconds"] * 1.12):
+    if plan["experiments"] and budget.allows(
+        f"sustained runs with {TWO_STEP}", plan["soft_budget_seconds"] * 1.12
+    ):
         known3 = {5000.0: one(5000, 1, plan["scale_seconds"], patch=TWO_STEP)["sustained"]}
         best[f"1, {TWO_STEP}"] = search(1, known3, patch=TWO_STEP)
     best["1"] = search(1, known)
@@ -232,18 +246,46 @@ def _sustained_section(plan: dict[str, Any], factory: EventFactory, ctx: dict[st
     return sustained
 
 
+def _second_pass_section(
+    results: dict[str, Any], plan: dict[str, Any], factory: EventFactory, skip: set[str], budget: Budget
+) -> None:
+    """Workloads 2w (warm-start drain) and 3s (SQLite latency), each in its own database; run before the
+    sustained section so that a slow machine skips sustained search steps rather than these."""
+    if "warm" not in skip:
+        n = plan["warm_start_events"]
+        print(f"[bench] warm start: {n:,} events, no ANALYZE before the backlog", flush=True)
+        results["warm_start"] = run_warm_start(
+            factory.batch(n), BOOTSTRAP, relay_config=relay_settings(), partitions=PARTITIONS,
+            rounds=plan["warm_start_rounds"], timeout=plan["experiment_drain_timeout"],
+            budget_allows=lambda what: budget.allows(what, plan["soft_budget_seconds"] * 0.8),
+        )
+    if "sqlite" not in skip:
+        results["sqlite_latency"] = run_sqlite_latency(
+            BOOTSTRAP, rate=1000.0, duration=plan["sqlite_seconds"], rounds=plan["sqlite_rounds"],
+            partitions=PARTITIONS,
+            budget_allows=lambda what: budget.allows(what, plan["soft_budget_seconds"] * 0.9),
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the suite, write the results, print the table."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts and short runs")
     parser.add_argument("--no-services", action="store_true", help="do not call scripts/services up")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["write", "drain", "sustained", "profile", "scale"], help="skip a workload")
+                        choices=["write", "drain", "warm", "sqlite", "sustained", "profile", "scale"],
+                        help="skip a workload")
     parser.add_argument("--events", type=int, default=0, help="drain backlog size")
     parser.add_argument("--write-pairs", type=int, default=0, help="write-path transactions per variant")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds per sustained run")
     parser.add_argument("--search-duration", type=float, default=0.0, help="seconds per search step")
     parser.add_argument("--out", type=Path, default=report.RESULTS_DIR)
+    parser.add_argument("--tag", default="", help="appended to the results' file names (<date>-<tag>.*)")
+    parser.add_argument(
+        "--experiments", action="store_true",
+        help=f"also run the {TWO_STEP} experiment (bench.claim_fix; slower than the shipped claim since "
+        "2026-11-28, kept as a comparison)",
+    )
     parser.add_argument(
         "--rates", default="",
         help="only sustained runs at these comma-separated rates (1 and 2 relays, --duration s each); "
@@ -255,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = _plan(args.quick, args)
     if args.rates:
         plan["rates"] = [float(r) for r in args.rates.split(",") if r.strip()]
-        args.skip += ["write", "drain"]
+        args.skip += ["write", "drain", "warm", "sqlite"]
     if not args.no_services:
         env.services_up()
     from payment_events.kafka.producer import producer_config
@@ -267,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             "date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "mode": "quick" if args.quick else "full",
+            "tag": args.tag,
             "plan": plan,
         },
         "machine": env.machine_record(ADMIN_URL, BOOTSTRAP),
@@ -314,10 +357,13 @@ def main(argv: list[str] | None = None) -> int:
                 if "drain" not in skip:
                     results["drain"] = _drain_section(results, plan, events, ctx)
                 del events
+                _second_pass_section(results, plan, factory, skip, budget)
                 if "sustained" not in skip:
                     results["sustained"] = _sustained_section(plan, factory, ctx)
             finally:
                 engine.dispose()
+    if {"drain", "sustained"} <= skip:
+        _second_pass_section(results, plan, factory, skip, budget)
     results["run"]["skipped_for_time"] = budget.skipped
     relay_peaks, idle = memory["peak"], memory["idle"]
     if relay_peaks:

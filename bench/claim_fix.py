@@ -88,3 +88,17 @@ def two_step_store(database_url: str, config: RelayConfig) -> TwoStepClaimStore:
     store = TwoStepClaimStore.from_url(database_url, shard_count=config.shard_count)
     assert isinstance(store, TwoStepClaimStore)
     return store
+
+
+def unpin_claim() -> None:
+    """The shipped claim as it was before issue 16: the same statement without
+    :data:`~payment_events.outbox.postgres.CLAIM_PLAN_PIN`, so the planner may sort every pending row.
+    Only for the warm-start comparison in the same run (``bench.relay_proc --patch unpinned-claim``)."""
+    from payment_events.outbox import postgres
+
+    real = postgres.fetch_binary
+
+    def unpinned(conn: Any, sql: str, params: dict[str, Any], setup: Any = ()) -> list[Any]:
+        return real(conn, sql, params, tuple(s for s in setup if s != postgres.CLAIM_PLAN_PIN))
+
+    postgres.fetch_binary = unpinned

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +33,23 @@ def run_drain(
     profile: Path | None = None,
     patch: str | None = None,
     timeout: float = 300.0,
+    prepare: Callable[[sa.Engine], float] = backlog.clear_pending,
+    warm_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """Drain the parked backlog (or its first ``limit`` rows) with ``instances`` relays; return numbers.
 
-    A drain that does not finish within ``timeout`` seconds is reported with the rate it reached."""
-    vacuum_seconds = backlog.clear_pending(engine)
+    ``prepare`` readies the outbox first (default: delete what earlier runs left pending, ``VACUUM
+    ANALYZE``); ``warm_seconds``: how long the relays run idle, claiming an empty outbox (and so preparing
+    their claim statement), before the backlog is released. A drain that does not finish within
+    ``timeout`` seconds is reported with the rate it reached."""
+    vacuum_seconds = prepare(engine)
     topic = create_topic(f"drain{instances}", partitions)
     group = RelayGroup(database_url, bootstrap, instances, relay_config, profile=profile, patch=patch)
     summaries: list[dict[str, Any]] = []
     try:
         group.start()
         balance_seconds = group.wait_balanced(engine, relay_config.get("shard_count", 64))
+        time.sleep(warm_seconds)
         committed_at, rows = backlog.release(engine, topic, limit)
         seen_empty_at = backlog.wait_drained(engine, timeout)
         time.sleep(0.2)

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="{}", help="RelayConfig overrides as JSON")
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument(
-        "--patch", choices=["two-step-claim"], default=None, help="an experiment: see bench.claim_fix"
+        "--patch", choices=["two-step-claim", "unpinned-claim", "default-gc"], default=None,
+        help="an experiment or the code before a fix: see bench.claim_fix",
     )
     args = parser.parse_args(argv)
     store_factory = None
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.claim_fix import two_step_store
 
         store_factory = two_step_store
+    elif args.patch == "unpinned-claim":
+        from bench.claim_fix import unpin_claim
+
+        unpin_claim()
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     overrides: dict[str, Any] = json.loads(args.config)
@@ -112,7 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     if profiler is not None:
         profiler.start()
     try:
-        run_relay(args.url, args.bootstrap, config, observer=observer, store_factory=store_factory)
+        from payment_events.service import RELAY_GC_THRESHOLD
+
+        gc_threshold = None if args.patch == "default-gc" else RELAY_GC_THRESHOLD
+        run_relay(
+            args.url, args.bootstrap, config, observer=observer, store_factory=store_factory,
+            gc_threshold=gc_threshold,
+        )
     finally:
         if profiler is not None:
             profiler.stop()

@@ -200,6 +200,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt(rate, 0)} events/s ({_fmt(run['seconds'], 2)} s) | raw ceiling; naive | "
             f"{ratio(rate, ceiling or math.nan)} of ceiling; {ratio(rate, naive or math.nan)}x naive |"
         )
+    lines += _warm_start_lines(results, ceiling)
+    lines += _sqlite_lines(results)
     sustained = results.get("sustained") or {}
     ack = sustained.get("ack_baseline") or {}
     for run in sustained.get("runs", []):
@@ -213,6 +215,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"achieved {_fmt(run['achieved_write_rate'], 0)}/s; "
             f"commit->ack p50/p99/p99.9 {_fmt(lat['p50'])}/{_fmt(lat['p99'])}/{_fmt(lat['p999'])} ms; "
             f"backlog {run['backlog_growth_per_second']:+.0f}/s (max {run['backlog_max']:,})"
+            f"{pg_cpu(run)}"
             f"{_verdict(run)} | "
             f"raw produce->ack p99 {_fmt(base.get('p99'))} ms | "
             f"p99 {ratio(lat['p99'], base.get('p99', math.nan))}x; "
@@ -233,6 +236,54 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines += _tail(results)
     return "\n".join(lines)
+
+
+def pg_cpu(run: dict[str, Any]) -> str:
+    """``; PostgreSQL backends N us/event`` when the run measured it."""
+    value = run.get("pg_backend_cpu_us_per_event")
+    return f"; PostgreSQL backends {_fmt(value, 0)} us CPU/event" if value is not None else ""
+
+
+def _warm_start_lines(results: dict[str, Any], ceiling: float | None) -> list[str]:
+    """Workload 2w: each warm-start drain, as a ratio to the median of the unpinned (pre-fix) claim's."""
+    warm = results.get("warm_start") or {}
+    runs = warm.get("runs", [])
+    before = [r["events_per_second"] for r in runs if r.get("patch")]
+    base = sorted(before)[len(before) // 2] if before else math.nan
+    lines = []
+    for run in runs:
+        rate = run["events_per_second"]
+        what = "claim as before issue 16 (unpinned)" if run.get("patch") else "shipped claim"
+        cap = _fmt(run["seconds"], 0)
+        unfinished = "" if run.get("finished", True) else f", NOT finished in the {cap} s cap"
+        lines.append(
+            f"| 2w. Warm-start drain {run['events']:,} events, empty analysed outbox, no ANALYZE, round "
+            f"{run.get('round')}, {what}{unfinished} | "
+            f"{_fmt(rate, 0)} events/s ({_fmt(run['seconds'], 2)} s) | "
+            f"unpinned claim (median); raw ceiling | {ratio(rate, base)}x; "
+            f"{ratio(rate, ceiling or math.nan)} of ceiling |"
+        )
+    return lines
+
+
+def _sqlite_lines(results: dict[str, Any]) -> list[str]:
+    """Workload 3s: SQLite commit-to-ack, as a ratio to the median of the polled relay's runs."""
+    runs = (results.get("sqlite_latency") or {}).get("runs", [])
+    polled = sorted(r["commit_to_ack_ms"]["p99"] for r in runs if r["variant"] == "polled")
+    base = polled[len(polled) // 2] if polled else math.nan
+    lines = []
+    for run in runs:
+        lat = run["commit_to_ack_ms"]
+        what = "polled every 50 ms (before)" if run["variant"] == "polled" else "shipped (data_version watch)"
+        lines.append(
+            f"| 3s. SQLite outbox, {_fmt(run['target_rate'], 0)}/s target, "
+            f"{_fmt(run['duration_seconds'], 0)} s,"
+            f" round {run.get('round')}, {what} | achieved {_fmt(run['achieved_write_rate'], 0)}/s; "
+            f"commit->ack p50/p99/p99.9 {_fmt(lat['p50'])}/{_fmt(lat['p99'])}/{_fmt(lat['p999'])} ms; "
+            f"relay CPU {run['relay_cpu_seconds']} s | polled p99 (median) {_fmt(base)} ms | "
+            f"p99 {ratio(lat['p99'], base)}x |"
+        )
+    return lines
 
 
 def _tail(results: dict[str, Any]) -> list[str]:
@@ -271,6 +322,8 @@ def write(results: dict[str, Any], directory: Path = RESULTS_DIR) -> tuple[Path,
     stem = results["run"]["date"] + ("-quick" if results["run"]["mode"] == "quick" else "")
     if results["run"]["plan"].get("rates"):
         stem += "-rates"
+    if results["run"].get("tag"):
+        stem += "-" + results["run"]["tag"]
     json_path = directory / f"{stem}.json"
     md_path = directory / f"{stem}.md"
     json_path.write_text(json.dumps(results, indent=1, sort_keys=False, default=str) + "\n")

@@ -99,7 +99,26 @@ def _published_at(engine: sa.Engine, topic: str) -> dict[str, float]:
     return {str(event_id): float(ts) for event_id, ts in rows}
 
 
+_BACKENDS = sa.text(
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
 class _BacklogSampler(threading.Thread):
+    """Once a second: the pending count, and the CPU time of every PostgreSQL backend connected to the
+    run's database (the relays' and the writers' sessions; not this sampler's, not other databases'
+    on a shared server, not the server's background processes)."""
+
     def __init__(self, engine: sa.Engine, interval: float = 1.0) -> None:
         super().__init__(name="backlog-sampler", daemon=True)
         self.engine = engine
@@ -107,12 +126,39 @@ class _BacklogSampler(threading.Thread):
         self.points: list[tuple[float, int]] = []
         self.stopping = threading.Event()
         self.t0 = time.time()
+        self.cpu_first: dict[int, float] = {}
+        self.cpu_last: dict[int, float] = {}
 
     def run(self) -> None:
         while not self.stopping.is_set():
             with contextlib.suppress(sa.exc.SQLAlchemyError):
+                with self.engine.connect() as conn:
+                    pids = [int(p) for p in conn.execute(_BACKENDS).scalars()]
+                self._sample_cpu(pids)
                 self.points.append((time.time() - self.t0, backlog.pending(self.engine)))
             self.stopping.wait(self.interval)
+
+    def _sample_cpu(self, pids: list[int]) -> None:
+        for pid in pids:
+            seconds = _cpu_seconds(pid)
+            if seconds is None:
+                continue
+            # A backend seen at the first sample counts from there; one that appeared later from zero.
+            self.cpu_first.setdefault(pid, seconds if not self.points else 0.0)
+            self.cpu_last[pid] = seconds
+
+    def backend_cpu_seconds(self) -> float:
+        """CPU seconds the run's backends used between the first and the last sample."""
+        return sum(self.cpu_last[pid] - self.cpu_first[pid] for pid in self.cpu_last)
+
+
+def _per_event_us(sampler: _BacklogSampler, rate: float) -> float | None:
+    """Backend CPU per event: CPU between the first and last sample over the events written meanwhile
+    (the writers' achieved rate times that window)."""
+    if len(sampler.points) < 2 or rate <= 0:
+        return None
+    window = sampler.points[-1][0] - sampler.points[0][0]
+    return round(sampler.backend_cpu_seconds() / (rate * window) * 1e6, 1) if window > 0 else None
 
 
 def _start_writers(
@@ -244,6 +290,8 @@ def run_sustained(
         "commit_to_marked_ms": summary_ms(to_mark),
         "relay_reported_insert_to_mark_ms": summary_ms(relay_latency),
         "backlog_growth_per_second": round(growth, 1),
+        "pg_backend_cpu_seconds": round(sampler.backend_cpu_seconds(), 2),
+        "pg_backend_cpu_us_per_event": _per_event_us(sampler, achieved),
         "backlog_max": max((n for _, n in sampler.points), default=0),
         "backlog_samples": [[round(t, 1), n] for t, n in sampler.points],
         "peak_rss_mb": peak_rss_mb(summaries),

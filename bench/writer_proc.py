@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     factory = EventFactory(args.keys)
     events = factory.batch(txns * per_txn)
     engine = sa.create_engine(args.url, pool_size=1, max_overflow=0)
+    if engine.dialect.name == "sqlite":
+        from payment_events.outbox.sqlite import configure_sqlite
+
+        configure_sqlite(engine)  # WAL, synchronous=NORMAL, busy timeout: as the demo's writers
     event_ids: list[str] = []
     commit_times: list[float] = []
     lateness: list[float] = []

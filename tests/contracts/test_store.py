@@ -26,6 +26,7 @@ from payment_events.outbox.ports import (
     Dead,
     OutboxRecord,
     OutboxRow,
+    PendingBacklog,
     Published,
     Retry,
 )
@@ -368,6 +369,24 @@ def test_backlog_reports_pending_retry_dead_age_and_recent_publications(h: Harne
     )
     later = h.store.backlog(T0 + timedelta(minutes=6))
     assert (later.in_retry, later.published_last_minute) == (0, 0)
+
+
+def test_pending_backlog_agrees_with_the_full_backlog(h: Harness) -> None:
+    """A store offering the relay's narrow probe reports the same pending count, oldest age and dead
+    count as backlog() (the SQL store on both databases; the in-memory store does not offer it)."""
+    probe = h.store
+    if not isinstance(probe, PendingBacklog):
+        assert h.name == "memory"
+        return
+    assert probe.pending_backlog(T0) == (0, 0.0, 0)
+    a, _b, c = write(h, b"a", b"b", b"c")
+    h.store.resolve([Published(c, 0, 0)], [Retry(a, T0 + timedelta(minutes=5), "t")], [])
+    d = write(h, b"d")[0]
+    h.store.resolve([], [], [Dead(d, "PERMANENT")])
+    now = T0 + timedelta(seconds=40)
+    stats = h.store.backlog(now)
+    expected = (stats.pending, stats.oldest_pending_age_seconds, stats.dead)
+    assert probe.pending_backlog(now) == expected == (2, 40.0, 1)
 
 
 def test_purge_deletes_only_old_published_rows_in_batches(h: Harness) -> None:

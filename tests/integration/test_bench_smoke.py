@@ -63,7 +63,8 @@ def test_drain_harness_publishes_every_event(
 
 
 def test_sustained_harness_matches_every_commit_to_its_ack(pg_url: str, kafka_bootstrap: str) -> None:
-    """A short sustained run finds every written event on the topic and marked published."""
+    """A short sustained run finds every written event on the topic and marked published, and measures
+    the CPU of the run's PostgreSQL backends."""
     engine = sa.create_engine(pg_url)
     try:
         upgrade(engine)
@@ -79,6 +80,8 @@ def test_sustained_harness_matches_every_commit_to_its_ack(pg_url: str, kafka_bo
     assert run["events_acked"] == 200
     assert run["events_marked"] == 200
     assert run["commit_to_ack_ms"]["count"] == 200
+    assert run["pg_backend_cpu_seconds"] > 0
+    assert run["pg_backend_cpu_us_per_event"] > 0
 
 
 def test_two_step_claim_experiment_claims_what_the_shipped_claim_claims(pg_url: str) -> None:
@@ -113,3 +116,26 @@ def test_two_step_claim_experiment_claims_what_the_shipped_claim_claims(pg_url: 
     assert len(two_step) == 9  # the three rows of the key in backoff are skipped
     assert events[0].key not in {r.key for r in two_step}
     assert {r.id for r in some_shards} <= {r.id for r in two_step}
+
+
+def test_warm_start_harness_drains_with_the_shipped_and_the_unpinned_claim(kafka_bootstrap: str) -> None:
+    """The warm-start workload drains every event once with each claim variant, in its own database."""
+    from bench.warmstart import UNPINNED, run_warm_start
+
+    result = run_warm_start(
+        EventFactory(20).batch(300), kafka_bootstrap, relay_config=RELAY, partitions=3, rounds=1,
+        timeout=120, warm_seconds=1.0,
+    )
+    assert [r["patch"] for r in result["runs"]] == [None, UNPINNED]
+    assert all(r["finished"] and r["published"] == 300 for r in result["runs"])
+
+
+def test_sqlite_latency_harness_measures_every_event_of_both_variants(kafka_bootstrap: str) -> None:
+    """The SQLite latency workload gets a commit-to-ack figure for every written event, polled and shipped."""
+    from bench.sqlite_latency import run_sqlite_latency
+
+    result = run_sqlite_latency(kafka_bootstrap, rate=100.0, duration=2.0, rounds=1, partitions=3)
+    assert [r["variant"] for r in result["runs"]] == ["polled", "shipped"]
+    for run in result["runs"]:
+        assert run["events_written"] > 0
+        assert run["events_acked"] == run["events_written"]

@@ -36,3 +36,36 @@ def test_weak_producer_settings_are_refused_before_anything_runs(tmp_path: Path)
     with pytest.raises(ConfigurationError, match=r"message\.timeout\.ms"):
         build_relay(url, NOWHERE, RelayConfig(producer_overrides={"message.timeout.ms": 1000}))
     build_relay(url, NOWHERE, RelayConfig()).close()
+
+
+def test_an_sqlite_relay_wakes_on_commits_unless_listening_is_off(tmp_path: Path) -> None:
+    """On an SQLite file the relay watches the file's change counter; with listen=False it only polls."""
+    from payment_events.relay.wakeup import SleepWaker, SqliteChangeWaker
+
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    upgrade(url)
+    relay = build_relay(url, NOWHERE, RelayConfig())
+    try:
+        assert isinstance(relay._waker, SqliteChangeWaker)
+    finally:
+        relay.close()
+    relay = build_relay(url, NOWHERE, RelayConfig(listen=False))
+    try:
+        assert isinstance(relay._waker, SleepWaker)
+    finally:
+        relay.close()
+
+
+def test_relay_gc_sets_the_relay_thresholds_inside_and_restores_the_previous_ones() -> None:
+    """The relay's garbage-collector thresholds apply only inside relay_gc(); None leaves them alone."""
+    import gc
+
+    from payment_events.service import RELAY_GC_THRESHOLD, relay_gc
+
+    before = gc.get_threshold()
+    with relay_gc():
+        assert gc.get_threshold() == RELAY_GC_THRESHOLD
+    assert gc.get_threshold() == before
+    with relay_gc(None):
+        assert gc.get_threshold() == before
+    assert gc.get_threshold() == before

@@ -138,6 +138,22 @@ class ExcludingClaim(Protocol):
         ...
 
 
+@runtime_checkable
+class PendingBacklog(Protocol):
+    """An optional store capability: only what the relay reports every ``backlog_interval_seconds``.
+
+    :meth:`OutboxStore.backlog` also counts retries and the rows published in the last minute, which
+    ``outbox status`` shows but the relay never reports; during a fast drain the last count
+    alone walks hundreds of thousands of index entries (issue 16). Stores without this method are asked
+    for the full :meth:`OutboxStore.backlog`.
+    """
+
+    def pending_backlog(self, now: datetime) -> tuple[int, float, int]:
+        """``(pending rows, age in seconds of the oldest pending row, dead rows)``, as in
+        :class:`BacklogStats`."""
+        ...
+
+
 class ShardLeases(Protocol):
     """Which shards this relay instance may publish. PostgreSQL: session advisory locks; SQLite: all."""
 

@@ -66,6 +66,22 @@ def dialect_for(engine: Engine, *, async_marks: bool) -> PostgresDialect | Sqlit
     raise ValueError(f"the outbox supports PostgreSQL and SQLite, not {name}")
 
 
+def _pending_statement() -> Select[Any]:
+    """Pending count and oldest pending row (both answered by the pending index) and the dead count (the
+    dead index)."""
+    count = func.count()
+    return select(
+        select(count).select_from(_o).where(IS_PENDING).scalar_subquery().label("pending"),
+        select(count).select_from(_o).where(IS_DEAD).scalar_subquery().label("dead"),
+        select(_o.c.created_at)
+        .where(IS_PENDING)
+        .order_by(_o.c.id)
+        .limit(1)
+        .scalar_subquery()
+        .label("oldest"),
+    )
+
+
 def _backlog_statement() -> Select[Any]:
     now = bindparam("now", type_=UtcDateTime())
     minute_ago = bindparam("minute_ago", type_=UtcDateTime())
@@ -119,6 +135,7 @@ class SqlOutboxStore:
         self._dispose_engine = dispose_engine
         self._dialect = dialect_for(engine, async_marks=async_marks)
         self._backlog = _backlog_statement()
+        self._pending = _pending_statement()
 
     @classmethod
     def from_url(
@@ -215,6 +232,15 @@ class SqlOutboxStore:
             oldest_pending_age_seconds=age,
             published_last_minute=int(row.published_last_minute),
         )
+
+    def pending_backlog(self, now: datetime) -> tuple[int, float, int]:
+        """Pending rows and the oldest one's age: the part of :meth:`backlog` the relay reports (see
+        :class:`~payment_events.outbox.ports.PendingBacklog`)."""
+        with self._begin("backlog") as conn:
+            row = conn.execute(self._pending).one()
+        oldest: datetime | None = row.oldest
+        age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+        return int(row.pending), age, int(row.dead)
 
     def purge_published(self, older_than: datetime, batch_size: int) -> int:
         """Delete up to ``batch_size`` rows published before ``older_than``; return how many."""

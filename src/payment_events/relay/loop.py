@@ -28,7 +28,14 @@ from datetime import datetime
 from typing import cast
 
 from payment_events.errors import ConfigurationError
-from payment_events.outbox.ports import ExcludingClaim, OutboxRecord, OutboxStore, ShardLeases, utc_now
+from payment_events.outbox.ports import (
+    ExcludingClaim,
+    OutboxRecord,
+    OutboxStore,
+    PendingBacklog,
+    ShardLeases,
+    utc_now,
+)
 from payment_events.relay.dead_letter_copies import DeadLetterCopier
 from payment_events.relay.decisions import (
     Resolution,
@@ -324,15 +331,25 @@ class Relay:
             self._retention.maybe_start(now)
             if now >= self._next_backlog:
                 self._next_backlog = now + self.config.backlog_interval_seconds
-                stats = self._store.backlog(self._clock())
-                self._observer.backlog(stats.pending, stats.oldest_pending_age_seconds)
-                self._observer.dead_rows(stats.dead)
+                self._report_backlog()
         except Exception as exc:  # noqa: BLE001 - housekeeping must never stop publishing
             log.error(
                 "relay housekeeping failed",
                 extra={"event": "relay.housekeeping_failed", "error": type(exc).__name__},
             )
             self._observer.database_reachable(False)
+
+    def _report_backlog(self) -> None:
+        # Only pending, the oldest age and the dead count are reported: a store that can answer just
+        # those skips the other counts (the published-in-the-last-minute count cost 70 ms at 600,000
+        # rows; issue 16).
+        if isinstance(self._store, PendingBacklog):
+            pending, age, dead = self._store.pending_backlog(self._clock())
+        else:
+            stats = self._store.backlog(self._clock())
+            pending, age, dead = stats.pending, stats.oldest_pending_age_seconds, stats.dead
+        self._observer.backlog(pending, age)
+        self._observer.dead_rows(dead)
 
     def _refresh_leases(self, *, force: bool) -> None:
         if self._leases is None:

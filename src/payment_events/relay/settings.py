@@ -64,7 +64,8 @@ class RelayConfig:
     backlog_interval_seconds: float = 15.0
     """How often the backlog (pending count, oldest age) is reported to the observer."""
     listen: bool = True
-    """On PostgreSQL, wake up on LISTEN/NOTIFY (with polling as the fallback)."""
+    """Wake up on commits, with polling as the fallback: LISTEN/NOTIFY on PostgreSQL, a watch of the file's
+    change counter (``PRAGMA data_version``, every 1-10 ms) on SQLite."""
     notify_channel: str = NOTIFY_CHANNEL
     """The LISTEN channel."""
     overlap_marks: bool = True

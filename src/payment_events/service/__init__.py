@@ -27,7 +27,16 @@ from payment_events.relay.settings import RelayConfig
 if TYPE_CHECKING:
     from payment_events.kafka.admin import TopicStatus
 
-__all__ = ["StoreFactory", "build_relay", "drain", "prepare_topics", "run_relay", "stop_on_signals"]
+__all__ = [
+    "RELAY_GC_THRESHOLD",
+    "StoreFactory",
+    "build_relay",
+    "drain",
+    "prepare_topics",
+    "relay_gc",
+    "run_relay",
+    "stop_on_signals",
+]
 
 log = logging.getLogger("payment_events.service")
 
@@ -35,9 +44,35 @@ StoreFactory = Callable[[str, RelayConfig], OutboxStore]
 """Builds the relay's outbox store from the database URL and the relay config (closed with the relay
 if it has a ``close()``)."""
 
+RELAY_GC_THRESHOLD = (100_000, 50, 1_000)
+"""The cyclic garbage collector's thresholds while a relay process runs (CPython's default is
+``(700, 10, 10)``). A draining relay allocates tens of container objects per event (rows, records,
+header pairs, delivery reports) that reference counting frees at once; with the default, the collector
+ran every 700 allocations and scanned the live batch each time. Measured on the 2-core machine
+(in-process drains of 20,000 events, 4 interleaved rounds, load average 11): relay CPU 51.6 ->
+34.0 us an event (0.66x), 4,575 -> 7,417 events/s; ``(10_000, 10, 10)`` gave 0.84x, ``gc.freeze()``
+0.93x, pausing the collector only while records are built 0.89x (issue 16, docs/performance.md)."""
+
 _DLQ_TIMEOUT_SECONDS = 5.0
 """The dead-letter copier's wait for one attempt (on its own thread: live traffic never waits for it)."""
 _DLQ_MESSAGE_TIMEOUT_MS = 10_000
+
+
+@contextmanager
+def relay_gc(threshold: tuple[int, int, int] | None = RELAY_GC_THRESHOLD) -> Iterator[None]:
+    """Use ``threshold`` for the garbage collector inside, restore the previous thresholds after
+    (``None``: leave the process's collector alone)."""
+    import gc
+
+    if threshold is None:
+        yield
+        return
+    previous = gc.get_threshold()
+    gc.set_threshold(*threshold)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
 
 
 def run_relay(
@@ -49,6 +84,7 @@ def run_relay(
     install_signal_handlers: bool = True,
     on_ready: Callable[[Relay], None] | None = None,
     store_factory: StoreFactory | None = None,
+    gc_threshold: tuple[int, int, int] | None = RELAY_GC_THRESHOLD,
 ) -> None:
     """Run a relay over the outbox at ``database_url`` until SIGTERM/SIGINT (or ``Relay.stop()``).
 
@@ -56,18 +92,21 @@ def run_relay(
     wakes on ``LISTEN``. SQLite: one relay owns every shard and polls. ``on_ready`` receives the relay
     before it starts (to keep a handle for ``stop()``, e.g. from a health server). Returns after a
     graceful stop, with every connection closed. A missing outbox table raises
-    ``MigrationRequiredError`` before anything starts.
+    ``MigrationRequiredError`` before anything starts. While it runs the process's garbage collector uses
+    ``gc_threshold`` (:data:`RELAY_GC_THRESHOLD`; ``None`` leaves it alone, e.g. in a process that tunes
+    its own).
     """
     relay = build_relay(
         database_url, bootstrap_servers, config, observer=observer, store_factory=store_factory
     )
     if on_ready is not None:
         on_ready(relay)
-    if not install_signal_handlers:
-        relay.run()
-        return
-    with stop_on_signals(relay.stop):
-        relay.run()
+    with relay_gc(gc_threshold):
+        if not install_signal_handlers:
+            relay.run()
+            return
+        with stop_on_signals(relay.stop):
+            relay.run()
 
 
 def build_relay(
@@ -102,7 +141,7 @@ def build_relay(
     from payment_events.outbox.store import SqlOutboxStore
     from payment_events.relay.dead_letter_copies import DeadLetterCopier
     from payment_events.relay.ports import Waker
-    from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker
+    from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker, SqliteChangeWaker
 
     refuse_async_url(database_url)
     config = config or RelayConfig()
@@ -153,6 +192,8 @@ def build_relay(
         waker: Waker = SleepWaker()
         if backend == "postgresql" and config.listen:
             waker = PostgresNotifyWaker(database_url, config.notify_channel)
+        elif backend == "sqlite" and config.listen and url.database and url.database != ":memory:":
+            waker = SqliteChangeWaker(url.database)  # no NOTIFY on SQLite: watch its change counter
         closers.append(waker.close)
         relay = Relay(
             store,

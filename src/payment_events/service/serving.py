@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 from payment_events.config import Settings, env_var, mask_url
 from payment_events.errors import ConfigurationError
 from payment_events.relay.loop import Relay
-from payment_events.service import build_relay, prepare_topics, stop_on_signals
+from payment_events.service import build_relay, prepare_topics, relay_gc, stop_on_signals
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from payment_events.ops.alerts import AlertingObserver
     from payment_events.ops.health import HealthServer, HealthState
 
 _PROBE_INTERVAL_SECONDS = 5.0
@@ -30,7 +31,6 @@ def serve(settings: Settings) -> int:
     """
     from prometheus_client import disable_created_metrics
 
-    from payment_events.ops.alerts import AlertingObserver, WebhookNotifier
     from payment_events.ops.health import HealthState
     from payment_events.ops.logs import get_logger
     from payment_events.ops.metrics import PrometheusObserver
@@ -57,19 +57,11 @@ def serve(settings: Settings) -> int:
                 relay.stop()
 
         stack.enter_context(stop_on_signals(on_stop))
+        stack.enter_context(relay_gc())
         server = _health_server(settings, state, metrics.registry) if settings.metrics_enabled else None
         if server is not None:
             stack.callback(server.stop)
-        webhook = settings.alert_webhook()
-        notifier = WebhookNotifier(webhook).start() if webhook else None
-        if notifier is not None:
-            stack.callback(notifier.close, 10.0)
-        alerts = AlertingObserver(
-            oldest_pending_age=settings.alert_oldest_pending_age,
-            broker_unreachable=settings.alert_broker_unreachable,
-            cooldown=settings.alert_cooldown,
-            sink=notifier,
-        )
+        alerts = _alerting(settings, stack)
         observer = FanOutObserver(metrics, alerts, state)
         checks = ReachabilityChecks(settings.kafka_config(), settings.database_url)
         stack.callback(checks.close)
@@ -113,6 +105,22 @@ def serve(settings: Settings) -> int:
         relay.run()
     log.info("relay.exited")
     return 0
+
+
+def _alerting(settings: Settings, stack: contextlib.ExitStack) -> AlertingObserver:
+    """The alerting observer, with its webhook notifier (stopped by ``stack``) when one is configured."""
+    from payment_events.ops.alerts import AlertingObserver, WebhookNotifier
+
+    webhook = settings.alert_webhook()
+    notifier = WebhookNotifier(webhook).start() if webhook else None
+    if notifier is not None:
+        stack.callback(notifier.close, 10.0)
+    return AlertingObserver(
+        oldest_pending_age=settings.alert_oldest_pending_age,
+        broker_unreachable=settings.alert_broker_unreachable,
+        cooldown=settings.alert_cooldown,
+        sink=notifier,
+    )
 
 
 def known_series(settings: Settings) -> list[tuple[str, str]]:

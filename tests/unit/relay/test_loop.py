@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payment_events.outbox.ports import DEAD, PENDING, PUBLISHED
+from payment_events.outbox.ports import DEAD, PENDING, PUBLISHED, BacklogStats
 from payment_events.relay import Relay, RelayConfig
 from payment_events.relay.observer import NullObserver
 from payment_events.relay.ports import Producible
@@ -271,3 +272,40 @@ def test_run_stops_gracefully_releases_leases_and_closes_producer() -> None:
     assert observer.published_counts == [("PaymentSucceeded", TOPIC, 5)]
     assert observer.dead
     assert set(observer.dead) == {0}
+
+
+class _PendingOnlyStore(FakeStore):
+    """A store with the narrow backlog probe; its full backlog() must not be needed by the relay."""
+
+    def pending_backlog(self, now: datetime) -> tuple[int, float, int]:
+        return 7, 3.5, 0
+
+    def backlog(self, now: datetime) -> BacklogStats:
+        raise AssertionError("the relay asked for the full backlog statistics")
+
+
+class _BacklogObserver(NullObserver):
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, float]] = []
+
+    def backlog(self, pending: int, oldest_pending_age_seconds: float) -> None:
+        self.reports.append((pending, oldest_pending_age_seconds))
+
+
+def test_relay_reports_the_backlog_through_the_narrow_probe_when_the_store_has_one() -> None:
+    """A store offering pending_backlog() is asked only for that (not for the full backlog counts), and
+    its figures reach the observer."""
+    clock = FakeClock()
+    store = _PendingOnlyStore(clock)
+    observer = _BacklogObserver()
+    config = RelayConfig(batch_size=8, poll_interval_seconds=0.01)
+    leases = FakeLeases(frozenset({0}))
+    relay = Relay(store, FakeProducer(), config, leases=leases, observer=observer, clock=clock)
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not observer.reports and time.monotonic() < deadline:
+        time.sleep(0.01)
+    relay.stop()
+    thread.join(timeout=10)
+    assert observer.reports[:1] == [(7, 3.5)]
