@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from payment_events.kafka.admin import TopicStatus
     from payment_events.ops.health import HealthServer, HealthState
+    from payment_events.outbox.ports import ShardLeases
 
 __all__ = [
     "StoreFactory",
@@ -96,8 +97,6 @@ def build_relay(
     from sqlalchemy.engine import make_url
 
     from payment_events.kafka.producer import KafkaBatchProducer, producer_config
-    from payment_events.outbox.leases import AllShards, PostgresShardLeases
-    from payment_events.outbox.ports import ShardLeases
     from payment_events.outbox.store import SqlOutboxStore
     from payment_events.relay.ports import Waker
     from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker
@@ -120,13 +119,7 @@ def build_relay(
             close_store = getattr(store, "close", None)
             if close_store is not None:
                 closers.append(close_store)
-        leases: ShardLeases
-        if backend == "postgresql":
-            pg_leases = PostgresShardLeases(database_url, shard_count=config.shard_count)
-            closers.append(pg_leases.close)
-            leases = pg_leases
-        else:
-            leases = AllShards(config.shard_count)
+        leases, store = _fenced_leases(backend, database_url, store, config, closers)
         producer = KafkaBatchProducer(producer_config(bootstrap_servers, config.producer_overrides))
         closers.append(lambda: producer.close(0.0))
         waker: Waker = SleepWaker()
@@ -151,6 +144,42 @@ def build_relay(
         extra={"event": "relay.configured", "backend": backend, "shard_count": config.shard_count},
     )
     return relay
+
+
+def _fenced_leases(
+    backend: str,
+    database_url: str,
+    store: OutboxStore,
+    config: RelayConfig,
+    closers: list[Callable[[], object]],
+) -> tuple[ShardLeases, OutboxStore]:
+    """The relay's shard leases and its store, fenced by them (see :mod:`payment_events.outbox.fencing`):
+    advisory locks plus lease generations on PostgreSQL, lease generations alone on SQLite."""
+    from payment_events.outbox.fencing import (
+        FenceableStore,
+        FencedLeases,
+        FencedOutboxStore,
+        TableShardLeases,
+    )
+    from payment_events.outbox.leases import AllShards, PostgresShardLeases
+
+    leases: ShardLeases
+    fenced: FencedLeases | None = None
+    if backend == "postgresql":
+        pg_leases = PostgresShardLeases(database_url, shard_count=config.shard_count)
+        closers.append(pg_leases.close)
+        leases = fenced = pg_leases
+    elif isinstance(store, FenceableStore):
+        leases = fenced = TableShardLeases(store, config.shard_count)
+    else:
+        leases = AllShards(config.shard_count)
+    if fenced is not None and isinstance(store, FenceableStore):
+        return leases, FencedOutboxStore(store, fenced)  # every claim and mark checks the generation
+    log.warning(
+        "the outbox store cannot check lease generations: claims and marks are not fenced",
+        extra={"event": "relay.unfenced"},
+    )
+    return leases, store
 
 
 def _exclusive_sqlite_relay(database: str) -> Callable[[], object]:

@@ -15,6 +15,7 @@ from sqlalchemy import Select, bindparam, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from payment_events.outbox.fencing import Fence
 from payment_events.outbox.ports import Dead, Published, Retry, truncate_error
 from payment_events.outbox.rows import chunks
 from payment_events.outbox.table import UtcDateTime, retry_index_predicate
@@ -28,8 +29,27 @@ def engine_options(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "connect_args": connect_args}
 
 
+FENCE_SQL = (
+    "  AND o.shard IN (SELECT l.shard FROM payment_events_shard_leases AS l\n"
+    "    WHERE l.namespace = %(fns)s AND l.owner = %(fowner)s\n"
+    "      AND (l.shard, l.generation) IN (\n"
+    "        SELECT * FROM unnest(CAST(%(fshards)s AS SMALLINT[]), CAST(%(fgens)s AS BIGINT[]))))\n"
+)
+"""A fenced claim: only shards whose lease row still carries the claimer's owner and generation."""
+LOCK_CHECK_SQL = (
+    "  AND o.shard IN (SELECT k.objid::integer FROM pg_locks AS k\n"
+    "    WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2 AND k.pid = %(fpid)s\n"
+    "      AND k.classid = CAST(%(fns)s AS bigint)::oid\n"
+    "      AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()))\n"
+)
+"""...and whose advisory lock the claimer's lease connection still holds (one scan of ``pg_locks`` per
+claim): a relay whose lease connection died claims nothing more, even before another relay took over."""
+
+
 @lru_cache(maxsize=32)
-def pg_claim_sql(shard_filter: bool, limit: int, exclude: bool = False) -> str:
+def pg_claim_sql(
+    shard_filter: bool, limit: int, exclude: bool = False, fenced: bool = False, lock_check: bool = False
+) -> str:
     """The claim on PostgreSQL, as SQL text sent through the driver (no per-row type processing).
 
     * State tests are literals, never parameters, so prepared (generic) plans still match the partial
@@ -47,12 +67,16 @@ def pg_claim_sql(shard_filter: bool, limit: int, exclude: bool = False) -> str:
     * The shards are one array parameter: the same text for any shard set.
     * ``exclude``: rows whose ids are in the ``busy`` array parameter are skipped (a batch whose marks
       are still being written; see :meth:`SqlOutboxStore.claim_excluding`).
+    * ``fenced`` (and ``lock_check``): see :data:`FENCE_SQL` and :data:`LOCK_CHECK_SQL`; both are
+      uncorrelated, so each is computed once per claim (a hashed subplan over a few dozen shards).
     """
     shard_clause = "  AND o.shard = ANY(CAST(%(shards)s AS SMALLINT[]))\n" if shard_filter else ""
     if exclude:
         # A hashed subplan, built once per execution, also in a generic plan (``<> ALL($1)`` would
         # compare every candidate with the whole array there).
         shard_clause += "  AND o.id NOT IN (SELECT unnest(CAST(%(busy)s AS BIGINT[])))\n"
+    if fenced:
+        shard_clause += FENCE_SQL + (LOCK_CHECK_SQL if lock_check else "")
     return (
         "SELECT o.id, o.event_id, o.event_type, o.schema_version, o.topic, o.key, o.payload, o.headers,"
         " o.shard, o.attempts, o.created_at\n"
@@ -69,26 +93,41 @@ def pg_claim_sql(shard_filter: bool, limit: int, exclude: bool = False) -> str:
     )
 
 
-_MARK_PUBLISHED = text(
+_MARK_PUBLISHED_SQL = (
     "UPDATE payment_events_outbox AS o"
     " SET state = 'published', published_at = :now, kafka_partition = v.part, kafka_offset = v.off"
     " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:parts AS INTEGER[]), CAST(:offs AS BIGINT[]))"
     " AS v(id, part, off)"
     " WHERE o.id = v.id AND o.state <> 'published'"
-).bindparams(bindparam("now", type_=UtcDateTime()))
-_MARK_RETRY = text(
+)
+_MARK_RETRY_SQL = (
     "UPDATE payment_events_outbox AS o"
     " SET attempts = o.attempts + 1, next_attempt_at = v.at, last_error = v.err"
     " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:ats AS TIMESTAMPTZ[]), CAST(:errs AS TEXT[]))"
     " AS v(id, at, err)"
     " WHERE o.id = v.id AND o.state = 'pending'"
 )
-_MARK_DEAD = text(
+_MARK_DEAD_SQL = (
     "UPDATE payment_events_outbox AS o"
     " SET state = 'dead', attempts = o.attempts + 1, last_error = v.err"
     " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:errs AS TEXT[])) AS v(id, err)"
     " WHERE o.id = v.id AND o.state = 'pending'"
 )
+_SHARDS_HELD = " AND o.shard = ANY(CAST(:held AS SMALLINT[]))"
+"""Appended to a mark when fenced: only rows of the shards the fence still holds."""
+
+
+def _marks(fenced: bool) -> tuple[Any, Any, Any]:
+    tail = _SHARDS_HELD if fenced else ""
+    return (
+        text(_MARK_PUBLISHED_SQL + tail).bindparams(bindparam("now", type_=UtcDateTime())),
+        text(_MARK_RETRY_SQL + tail),
+        text(_MARK_DEAD_SQL + tail),
+    )
+
+
+_MARKS = _marks(fenced=False)
+_FENCED_MARKS = _marks(fenced=True)
 
 
 class PostgresDialect:
@@ -109,7 +148,13 @@ class PostgresDialect:
 
     @staticmethod
     def claim(
-        conn: Connection, owned: list[int] | None, limit: int, now: datetime, busy: Collection[int]
+        conn: Connection,
+        owned: list[int] | None,
+        limit: int,
+        now: datetime,
+        busy: Collection[int],
+        *,
+        fence: Fence | None = None,
     ) -> list[Any]:
         """The claimed rows as tuples in :data:`~payment_events.outbox.rows.RECORD_COLUMNS` order."""
         params: dict[str, Any] = {"now": now}
@@ -117,7 +162,19 @@ class PostgresDialect:
             params["shards"] = owned
         if busy:
             params["busy"] = list(busy)
-        return fetch_binary(conn, pg_claim_sql(owned is not None, limit, bool(busy)), params)
+        if fence is not None:
+            shards, generations = fence.pairs()
+            params.update(fns=fence.namespace, fowner=fence.owner, fshards=shards, fgens=generations)
+            if fence.lease_pid is not None:
+                params["fpid"] = fence.lease_pid
+        sql = pg_claim_sql(
+            owned is not None,
+            limit,
+            bool(busy),
+            fenced=fence is not None,
+            lock_check=fence is not None and fence.lease_pid is not None,
+        )
+        return fetch_binary(conn, sql, params)
 
     def resolve(
         self,
@@ -126,14 +183,20 @@ class PostgresDialect:
         published: Sequence[Published],
         retries: Sequence[Retry],
         dead: Sequence[Dead],
+        *,
+        held: Collection[int] | None = None,
     ) -> None:
-        """Mark every outcome with one ``unnest`` UPDATE per kind (and chunk)."""
+        """Mark every outcome with one ``unnest`` UPDATE per kind (and chunk); with ``held``, only rows of
+        those shards (a fenced resolve)."""
         if self.async_marks:
             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        mark_published, mark_retry, mark_dead = _MARKS if held is None else _FENCED_MARKS
+        extra: dict[str, Any] = {} if held is None else {"held": sorted(held)}
         for chunk in chunks(published):
             conn.execute(
-                _MARK_PUBLISHED,
+                mark_published,
                 {
+                    **extra,
                     "now": now,
                     "ids": [p.id for p in chunk],
                     "parts": [p.partition for p in chunk],
@@ -142,8 +205,9 @@ class PostgresDialect:
             )
         for chunk in chunks(retries):
             conn.execute(
-                _MARK_RETRY,
+                mark_retry,
                 {
+                    **extra,
                     "ids": [r.id for r in chunk],
                     "ats": [r.next_attempt_at.astimezone(UTC) for r in chunk],
                     "errs": [truncate_error(r.error) for r in chunk],
@@ -151,7 +215,7 @@ class PostgresDialect:
             )
         for chunk in chunks(dead):
             errors = [truncate_error(d.reason) for d in chunk]
-            conn.execute(_MARK_DEAD, {"ids": [d.id for d in chunk], "errs": errors})
+            conn.execute(mark_dead, {**extra, "ids": [d.id for d in chunk], "errs": errors})
 
     @staticmethod
     def purge_victims(victims: Select[Any]) -> Select[Any]:
