@@ -98,7 +98,8 @@ def build_relay(
 
     from payment_events.kafka.producer import KafkaBatchProducer, producer_config
     from payment_events.outbox.store import SqlOutboxStore
-    from payment_events.relay.ports import Waker
+    from payment_events.relay.ports import BatchProducer, Waker
+    from payment_events.relay.settings import EXACTLY_ONCE
     from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker
 
     config = config or RelayConfig()
@@ -119,8 +120,20 @@ def build_relay(
             close_store = getattr(store, "close", None)
             if close_store is not None:
                 closers.append(close_store)
-        leases, store = _fenced_leases(backend, database_url, store, config, closers)
-        producer = KafkaBatchProducer(producer_config(bootstrap_servers, config.producer_overrides))
+        producer_settings = producer_config(bootstrap_servers, config.producer_overrides)
+        producer: BatchProducer
+        if config.delivery == EXACTLY_ONCE:
+            from payment_events import exactly_once
+            from payment_events.kafka.transactions import new_transactional_id
+
+            txn_id = new_transactional_id(config.transactional_id_prefix)
+            leases, store = _fenced_leases(
+                backend, database_url, store, config, closers, transactional_id=txn_id
+            )
+            store, leases, producer = exactly_once.compose(store, leases, producer_settings, txn_id)
+        else:
+            leases, store = _fenced_leases(backend, database_url, store, config, closers)
+            producer = KafkaBatchProducer(producer_settings)
         closers.append(lambda: producer.close(0.0))
         waker: Waker = SleepWaker()
         if backend == "postgresql" and config.listen:
@@ -141,7 +154,12 @@ def build_relay(
         raise
     log.info(
         "relay configured",
-        extra={"event": "relay.configured", "backend": backend, "shard_count": config.shard_count},
+        extra={
+            "event": "relay.configured",
+            "backend": backend,
+            "shard_count": config.shard_count,
+            "delivery": config.delivery,
+        },
     )
     return relay
 
@@ -152,6 +170,8 @@ def _fenced_leases(
     store: OutboxStore,
     config: RelayConfig,
     closers: list[Callable[[], object]],
+    *,
+    transactional_id: str | None = None,
 ) -> tuple[ShardLeases, OutboxStore]:
     """The relay's shard leases and its store, fenced by them (see :mod:`payment_events.outbox.fencing`):
     advisory locks plus lease generations on PostgreSQL, lease generations alone on SQLite."""
@@ -166,11 +186,13 @@ def _fenced_leases(
     leases: ShardLeases
     fenced: FencedLeases | None = None
     if backend == "postgresql":
-        pg_leases = PostgresShardLeases(database_url, shard_count=config.shard_count)
+        pg_leases = PostgresShardLeases(
+            database_url, shard_count=config.shard_count, transactional_id=transactional_id
+        )
         closers.append(pg_leases.close)
         leases = fenced = pg_leases
     elif isinstance(store, FenceableStore):
-        leases = fenced = TableShardLeases(store, config.shard_count)
+        leases = fenced = TableShardLeases(store, config.shard_count, transactional_id=transactional_id)
     else:
         leases = AllShards(config.shard_count)
     if fenced is not None and isinstance(store, FenceableStore):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from payment_events.errors import LeaseLostError
 from payment_events.events.publisher import PublishMethodsMixin
-from payment_events.outbox.fencing import Fence, PreviousOwner, Takeover
+from payment_events.outbox.fencing import Fence, PendingEvent, PreviousOwner, Takeover
 from payment_events.outbox.headers import parse_headers
 from payment_events.outbox.ports import (
     DEAD,
@@ -312,6 +312,16 @@ class InMemoryOutboxStore:
             if lease is not None and lease[0] == fence.owner and lease[1] == generation:
                 held.add(shard)
         return held
+
+    def pending_events(self, fence: Fence) -> list[PendingEvent]:
+        """Every pending row of the shards the fence still holds, in id order."""
+        with self._lock:
+            held = self._held(fence)
+            return [
+                PendingEvent(r.id, r.event_id, r.topic, r.created_at)
+                for r in sorted(self._rows.values(), key=lambda r: r.id)
+                if r.state == PENDING and r.shard in held
+            ]
 
     def claim_fenced(
         self, fence: Fence, limit: int, now: datetime, busy: Collection[int] = ()

@@ -124,6 +124,16 @@ class Takeover:
     previous: dict[int, PreviousOwner] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A pending row as reconciliation needs it: which event, where it goes, since when."""
+
+    id: int
+    event_id: str
+    topic: str
+    created_at: datetime
+
+
 # ------------------------------------------------------------------------------------ SQL (any engine)
 _l = shard_leases_table
 _PREVIOUS = select(_l.c.shard, _l.c.owner, _l.c.transactional_id).where(
@@ -249,6 +259,10 @@ class FenceableStore(Protocol):
 
     def held_shards(self, fence: Fence) -> set[int]:
         """The shards of ``fence`` whose owner and generation still match; see :func:`held_shards`."""
+        ...
+
+    def pending_events(self, fence: Fence) -> list[PendingEvent]:
+        """Every pending row of the shards the fence still holds (for exactly-once reconciliation)."""
         ...
 
     def backlog(self, now: datetime) -> BacklogStats:
@@ -391,6 +405,11 @@ class TableShardLeases:
                 extra={"event": "relay.leases_failed", "error": type(exc).__name__},
             )
         return self._fence.shards if self._fence is not None else frozenset()
+
+    def pop_takeovers(self) -> list[Takeover]:
+        """The take of the first refresh (once), for exactly-once reconciliation."""
+        taken, self.last_takeover = self.last_takeover, None
+        return [] if taken is None else [taken]
 
     def release_all(self) -> None:
         """Release every shard (a clean hand-over)."""

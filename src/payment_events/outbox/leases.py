@@ -254,6 +254,7 @@ class PostgresShardLeases:
                 conn, self.namespace, self._owner, got, transactional_id=self.transactional_id
             )
             self._generations.update(takeover.generations)
-            self.takeovers.append(takeover)
+            if self.transactional_id is not None:  # only exactly-once mode consumes them
+                self.takeovers.append(takeover)
             owned.update(takeover.generations)
         return frozenset(owned)

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from payment_events.errors import LeaseLostError
 from payment_events.outbox import dead_letters, fencing, postgres
 from payment_events.outbox.dberrors import translated
-from payment_events.outbox.fencing import Fence, Takeover
+from payment_events.outbox.fencing import Fence, PendingEvent, Takeover
 from payment_events.outbox.ports import (
     BacklogStats,
     Dead,
@@ -289,6 +289,20 @@ class SqlOutboxStore:
         """The shards of ``fence`` still held (owner and generation match)."""
         with self._begin("check shards") as conn:
             return fencing.held_shards(conn, fence)
+
+    def pending_events(self, fence: Fence) -> list[PendingEvent]:
+        """Every pending row of the shards ``fence`` still holds, in id order (reconciliation)."""
+        with self._begin("list pending") as conn:
+            held = sorted(fencing.held_shards(conn, fence))
+            if not held:
+                return []
+            query = (
+                select(_o.c.id, _o.c.event_id, _o.c.topic, _o.c.created_at)
+                .where(IS_PENDING, _o.c.shard.in_(bindparam("held", expanding=True)))
+                .order_by(_o.c.id)
+            )
+            rows = conn.execute(query, {"held": held}).all()
+        return [PendingEvent(int(r.id), r.event_id, r.topic, r.created_at) for r in rows]
 
     # ----------------------------------------------------------------------------- dead-letter admin
     def list_dead(self, limit: int = 100, event_type: str | None = None) -> list[DeadLetter]:

@@ -15,6 +15,10 @@ DEFAULT_DLQ_TOPIC = "payment.events.dlq"
 NOTIFY_CHANNEL = "payment_events_outbox"
 """The PostgreSQL LISTEN/NOTIFY channel the outbox publisher notifies on commit."""
 
+AT_LEAST_ONCE = "at-least-once"
+EXACTLY_ONCE = "exactly-once"
+DELIVERY_MODES = (AT_LEAST_ONCE, EXACTLY_ONCE)
+
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -65,6 +69,12 @@ class RelayConfig:
     claim skips the rows still being marked). Used only when every row of the batch was published or
     dead-lettered (any retry marks synchronously), with stores that offer ``claim_excluding``. Same
     guarantees: if the marks fail, the next batch is not marked either."""
+    delivery: str = AT_LEAST_ONCE
+    """``"at-least-once"`` (default) or ``"exactly-once"``: each batch produced in a Kafka transaction
+    whose ``transactional.id`` the next owner of a shard fences, with reconciliation on takeover, so a
+    ``read_committed`` consumer sees every event once (see docs/exactly-once.md)."""
+    transactional_id_prefix: str = "payment-events-relay"
+    """Exactly-once mode: each relay process uses ``<prefix>.<random>`` as its ``transactional.id``."""
     producer_overrides: Mapping[str, Any] = field(default_factory=dict)
     """librdkafka settings merged over the relay's defaults (security settings go here)."""
 
@@ -95,6 +105,12 @@ class RelayConfig:
         if self.dlq_topic is not None and not _TOPIC_RE.match(self.dlq_topic):
             raise ConfigurationError(
                 "relay option dlq_topic must be 1-249 characters of letters, digits, '.', '_' or '-'"
+            )
+        if self.delivery not in DELIVERY_MODES:
+            raise ConfigurationError(f"relay option delivery must be one of {', '.join(DELIVERY_MODES)}")
+        if not _TOPIC_RE.match(self.transactional_id_prefix) or len(self.transactional_id_prefix) > 200:
+            raise ConfigurationError(
+                "relay option transactional_id_prefix must be 1-200 letters, digits, '.', '_' or '-'"
             )
         if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", self.notify_channel):
             raise ConfigurationError("relay option notify_channel must be a lower-case SQL identifier")
