@@ -65,6 +65,7 @@ def audit(
     kafka_config: Mapping[str, Any] | None = None,
     detail_limit: int = 1000,
     timeout: float = 600.0,
+    exactly_once: bool = False,
 ) -> AuditReport:
     """Reconcile the outbox ledger at ``database_url`` with ``topics`` on ``bootstrap_servers``.
 
@@ -72,6 +73,8 @@ def audit(
     to rows created in that range; the topics are then read from ``since - lookback`` (a message's
     timestamp may precede its row's commit by the clock skew). ``kafka_config`` adds client settings
     (security). Raises :class:`AuditError` when a partition cannot be read within ``timeout`` seconds.
+    ``exactly_once``: the relays run in exactly-once mode, so any duplicate (read, as always, with
+    ``read_committed``: aborted records are invisible) makes the report fail.
     """
     import time
 
@@ -126,7 +129,9 @@ def audit(
         if consumer is not None:
             consumer.close()
         engine.dispose()
-    return reconciler.report(
+    report = reconciler.report(
         topics=topics, started_at=started, finished_at=datetime.now(UTC), known_elsewhere=elsewhere,
         retention_horizon=horizon, scanned=scanned, unreadable_topics=unreadable, ledger_first_id=first_id,
         since=since, until=until)
+    report.exactly_once = exactly_once
+    return report

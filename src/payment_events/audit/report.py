@@ -153,10 +153,15 @@ class AuditReport:
     ledger_first_id: int | None = None
     retention_horizon: datetime | None = None
     detail_limit: int = 1000
+    exactly_once: bool = False
+    """Audited as an exactly-once relay's output: any duplicate a read_committed reader sees fails it."""
 
     @property
     def ok(self) -> bool:
-        """True when nothing committed-and-published is missing and every key kept its order."""
+        """True when nothing committed-and-published is missing and every key kept its order (and, for
+        an exactly-once audit, no event was seen twice)."""
+        if self.exactly_once and self.overall.duplicates:
+            return False
         return self.overall.lost == 0 and self.overall.order_violations == 0
 
     @property

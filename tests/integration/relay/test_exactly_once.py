@@ -30,6 +30,7 @@ def _ids(messages: list[KcatMessage]) -> Counter[str]:
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_an_exactly_once_relay_publishes_every_event_once(
     backend: str,
+    *,
     request: pytest.FixtureRequest,
     tmp_path: Any,
     kafka_bootstrap: str,
