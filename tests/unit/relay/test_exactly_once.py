@@ -1,0 +1,146 @@
+"""Exactly-once takeover without servers: fence the previous owner, reconcile, withhold on failure."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import pytest
+
+from payment_events.events.codec import EncodedEvent
+from payment_events.outbox.fencing import DEFAULT_LEASE_NAMESPACE, Fence, FencedOutboxStore, TableShardLeases
+from payment_events.outbox.ports import Published
+from payment_events.outbox.sharding import shard_for
+from payment_events.relay.exactly_once import ExactlyOnceLeases, ExactlyOnceStore
+from payment_events.testing import InMemoryOutboxStore
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def add(store: InMemoryOutboxStore, key: bytes) -> tuple[int, str]:
+    """Commit one event with ``key``; return its row id and event id."""
+    event_id = str(uuid.uuid4())
+    row_id = store.add(
+        EncodedEvent(event_id, "PaymentSucceeded", 1, key, b"{}", (("ce_id", event_id.encode()),), T0)
+    )
+    return row_id, event_id
+
+
+class Kafka:
+    """What the injected Kafka functions saw and answer."""
+
+    def __init__(self) -> None:
+        self.fenced: list[str] = []
+        self.committed: dict[str, tuple[int, int]] = {}
+        self.fail_reads = False
+
+    def fence(self, transactional_id: str) -> None:
+        self.fenced.append(transactional_id)
+
+    def find(self, wanted: Mapping[str, tuple[int, str]], since: datetime) -> dict[int, tuple[int, int]]:
+        if self.fail_reads:
+            raise TimeoutError("broker unreachable")
+        return {wanted[e][0]: where for e, where in self.committed.items() if e in wanted}
+
+
+class Producer:
+    """The transactional producer's flag."""
+
+    uncertain = False
+
+
+def relay_parts(
+    store: InMemoryOutboxStore, kafka: Kafka, txn: str
+) -> tuple[ExactlyOnceLeases, ExactlyOnceStore]:
+    """Table leases (every shard) wrapped for exactly-once, and the store wrapped likewise."""
+    leases = TableShardLeases(store, 8, transactional_id=txn)
+    eo = ExactlyOnceLeases(
+        leases, store, own_transactional_id=txn, fence_producer=kafka.fence, find_committed=kafka.find
+    )
+    return eo, ExactlyOnceStore(store, eo, Producer())
+
+
+def test_taking_over_from_a_crashed_owner_fences_it_and_marks_what_it_already_committed() -> None:
+    """The previous owner's transactional id is fenced and its committed events are marked, not resent."""
+    store = InMemoryOutboxStore(shard_count=8)
+    done_id, done_event = add(store, b"k1")
+    todo_id, _ = add(store, b"k2")
+    store.take_shards(DEFAULT_LEASE_NAMESPACE, "crashed-relay", range(8), transactional_id="txn-old")
+    kafka = Kafka()
+    kafka.committed[done_event] = (2, 41)
+    leases, eo_store = relay_parts(store, kafka, "txn-new")
+    assert leases.refresh() == frozenset(range(8))
+    assert kafka.fenced == ["txn-old"]
+    row = store.get(done_id)
+    assert row is not None
+    assert (row.state, row.kafka_partition, row.kafka_offset) == ("published", 2, 41)
+    assert [r.id for r in eo_store.claim(None, 10, T0)] == [todo_id]
+    assert leases.reconciled_rows == 1
+
+
+def test_a_clean_hand_over_needs_neither_fencing_nor_reconciliation() -> None:
+    """Shards released by their previous owner are used at once."""
+    store = InMemoryOutboxStore(shard_count=8)
+    store.take_shards(DEFAULT_LEASE_NAMESPACE, "old", range(8), transactional_id="txn-old")
+    store.release_shards(DEFAULT_LEASE_NAMESPACE, "old", range(8))
+    kafka = Kafka()
+    kafka.fail_reads = True  # would fail if it were called
+    leases, _ = relay_parts(store, kafka, "txn-new")
+    assert leases.refresh() == frozenset(range(8))
+    assert kafka.fenced == []
+
+
+def test_shards_whose_reconciliation_failed_are_not_used_until_it_succeeds() -> None:
+    """If Kafka cannot be read, the taken shards are withheld (claims return nothing); later they come."""
+    store = InMemoryOutboxStore(shard_count=8)
+    row_id, _ = add(store, b"k1")
+    store.take_shards(DEFAULT_LEASE_NAMESPACE, "crashed-relay", range(8), transactional_id="txn-old")
+    kafka = Kafka()
+    kafka.fail_reads = True
+    leases, eo_store = relay_parts(store, kafka, "txn-new")
+    assert leases.refresh() == frozenset()
+    assert leases.fence is None
+    assert eo_store.claim(None, 10, T0) == []
+    kafka.fail_reads = False
+    assert leases.refresh() == frozenset(range(8))
+    assert [r.id for r in eo_store.claim(None, 10, T0)] == [row_id]
+
+
+def test_failed_marks_are_reconciled_before_the_next_claim() -> None:
+    """After a failed resolve, the next claim first marks what Kafka already holds."""
+    store = InMemoryOutboxStore(shard_count=8)
+    row_id, event_id = add(store, b"k1")
+    kafka = Kafka()
+    leases, eo_store = relay_parts(store, kafka, "txn-new")
+    leases.refresh()
+    original = store.resolve_fenced
+
+    def failing(*args: object) -> None:
+        raise RuntimeError("database gone")
+
+    store.resolve_fenced = failing  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError):
+        eo_store.resolve([Published(row_id, 0, 7)], [], [])
+    store.resolve_fenced = original  # type: ignore[method-assign]
+    kafka.committed[event_id] = (0, 7)
+    assert eo_store.claim(None, 10, T0) == []
+    row = store.get(row_id)
+    assert row is not None
+    assert (row.state, row.kafka_offset) == ("published", 7)
+
+
+def test_a_second_table_lease_holder_fences_the_first() -> None:
+    """On one outbox, the newest table-lease holder wins: the older one's claims come back empty."""
+    store = InMemoryOutboxStore(shard_count=8)
+    row_id, _ = add(store, b"k1")
+    first = TableShardLeases(store, 8)
+    first.refresh()
+    fenced_first = FencedOutboxStore(store, first)
+    assert [r.id for r in fenced_first.claim(None, 10, T0)] == [row_id]
+    second = TableShardLeases(store, 8)
+    assert second.refresh() == frozenset(range(8))
+    assert fenced_first.claim(None, 10, T0) == []
+    assert first.refresh() == frozenset()
+    assert isinstance(second.fence, Fence)
+    assert shard_for(b"k1", 8) in second.fence.shards
