@@ -135,7 +135,8 @@ def render(results: dict[str, Any]) -> str:
         else:
             lines.append(
                 f"| {run['round']} | {run['mode']} | | {run['target_rate']:.0f} | "
-                f"{run['achieved_write_rate']} | {_ms(run, 'commit_to_ack_ms', 'p50')} | {_ms(run, 'commit_to_ack_ms', 'p99')} | "
+                f"{run['achieved_write_rate']} | {_ms(run, 'commit_to_ack_ms', 'p50')} | "
+                f"{_ms(run, 'commit_to_ack_ms', 'p99')} | "
                 f"{_ms(run, 'commit_to_marked_ms', 'p50')} | {_ms(run, 'commit_to_marked_ms', 'p99')} | "
                 f"{run['drained_after_writers']} |"
             )
