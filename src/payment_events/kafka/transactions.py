@@ -248,6 +248,10 @@ def fence_transactional_id(config: Mapping[str, Any], transactional_id: str, tim
     log.info("fenced a previous owner's producer", extra={"event": "relay.fenced_previous"})
 
 
+_CLIENT_KEYS = ("bootstrap.servers", "security.", "sasl.", "ssl.", "client.id", "socket.", "broker.")
+"""Producer settings that also apply to the reconciliation's consumer (connection and security)."""
+
+
 def find_committed(
     config: Mapping[str, Any],
     wanted: Mapping[str, tuple[int, str]],
@@ -264,7 +268,7 @@ def find_committed(
     topics = sorted({topic for _, topic in wanted.values()})
     consumer = Consumer(
         {
-            **{k: v for k, v in config.items() if not k.startswith(("enable.idempotence", "acks", "linger"))},
+            **{k: v for k, v in config.items() if k.startswith(_CLIENT_KEYS)},
             "group.id": f"payment-events-reconcile-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
