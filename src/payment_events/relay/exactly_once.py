@@ -106,7 +106,13 @@ class ExactlyOnceLeases:
         """Refresh the leases; fence and reconcile newly taken shards; return the usable shards."""
         owned = self._leases.refresh()
         for takeover in self._leases.pop_takeovers():
-            unclean = {s for s, prev in takeover.previous.items() if prev.owner is not None}
+            # Unclean: held by someone (not released) whose producer may have committed without
+            # marking. Our own producer's commits are always marked or flagged (uncertain / dirty).
+            unclean = {
+                s
+                for s, prev in takeover.previous.items()
+                if prev.owner is not None and prev.transactional_id != self._own
+            }
             self._unreconciled |= unclean & set(takeover.generations)
             for txn in sorted(
                 {

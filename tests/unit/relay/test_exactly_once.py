@@ -144,3 +144,15 @@ def test_a_second_table_lease_holder_fences_the_first() -> None:
     assert first.refresh() == frozenset()
     assert isinstance(second.fence, Fence)
     assert shard_for(b"k1", 8) in second.fence.shards
+
+
+def test_retaking_shards_from_its_own_earlier_session_needs_no_reconciliation() -> None:
+    """A relay that lost its lease session and takes its shards back (same producer) skips the read:
+    its own commits were either marked or flagged for reconciliation by the store."""
+    store = InMemoryOutboxStore(shard_count=8)
+    store.take_shards(DEFAULT_LEASE_NAMESPACE, "my-old-session", range(8), transactional_id="txn-mine")
+    kafka = Kafka()
+    kafka.fail_reads = True  # would fail if it were called
+    leases, _ = relay_parts(store, kafka, "txn-mine")
+    assert leases.refresh() == frozenset(range(8))
+    assert kafka.fenced == []
