@@ -29,21 +29,32 @@ def engine_options(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "connect_args": connect_args}
 
 
-FENCE_SQL = (
-    "  AND o.shard IN (SELECT l.shard FROM payment_events_shard_leases AS l\n"
-    "    WHERE l.namespace = %(fns)s AND l.owner = %(fowner)s\n"
-    "      AND (l.shard, l.generation) IN (\n"
-    "        SELECT * FROM unnest(CAST(%(fshards)s AS SMALLINT[]), CAST(%(fgens)s AS BIGINT[]))))\n"
-)
-"""A fenced claim: only shards whose lease row still carries the claimer's owner and generation."""
-LOCK_CHECK_SQL = (
-    "  AND o.shard IN (SELECT k.objid::integer FROM pg_locks AS k\n"
-    "    WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2 AND k.pid = %(fpid)s\n"
-    "      AND k.classid = CAST(%(fns)s AS bigint)::oid\n"
-    "      AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()))\n"
-)
-"""...and whose advisory lock the claimer's lease connection still holds (one scan of ``pg_locks`` per
-claim): a relay whose lease connection died claims nothing more, even before another relay took over."""
+def fence_sql(lock_check: bool) -> str:
+    """A fenced claim's filter: only shards whose lease row still carries the claimer's owner and
+    generation and, with ``lock_check``, whose advisory lock the claimer's lease connection (backend pid)
+    still holds (one scan of ``pg_locks`` per claim), so a relay whose lease connection died claims
+    nothing more, even before another relay took over.
+
+    Written as ``shard = ANY(ARRAY(subquery))``: an InitPlan computed once, then a plain filter on the
+    pending index scan. As ``shard IN (subquery)`` PostgreSQL flattens it into a semi-join, estimates one
+    row from the function scans, and sorts every pending row instead of reading the index in id order
+    (measured: 1.2 s instead of 0.1 s per 2,000-row claim at 20,000 pending)."""
+    locks = (
+        "        AND l.shard = ANY(ARRAY(SELECT k.objid::integer FROM pg_locks AS k\n"
+        "          WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2 AND k.pid = %(fpid)s\n"
+        "            AND k.classid = CAST(%(fns)s AS bigint)::oid\n"
+        "            AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())))\n"
+        if lock_check
+        else ""
+    )
+    return (
+        "  AND o.shard = ANY(ARRAY(SELECT l.shard FROM payment_events_shard_leases AS l\n"
+        "      WHERE l.namespace = %(fns)s AND l.owner = %(fowner)s\n"
+        "        AND (l.shard, l.generation) IN (\n"
+        "          SELECT * FROM unnest(CAST(%(fshards)s AS SMALLINT[]), CAST(%(fgens)s AS BIGINT[])))\n"
+        + locks
+        + "    ))\n"
+    )
 
 
 @lru_cache(maxsize=32)
@@ -67,8 +78,7 @@ def pg_claim_sql(
     * The shards are one array parameter: the same text for any shard set.
     * ``exclude``: rows whose ids are in the ``busy`` array parameter are skipped (a batch whose marks
       are still being written; see :meth:`SqlOutboxStore.claim_excluding`).
-    * ``fenced`` (and ``lock_check``): see :data:`FENCE_SQL` and :data:`LOCK_CHECK_SQL`; both are
-      uncorrelated, so each is computed once per claim (a hashed subplan over a few dozen shards).
+    * ``fenced`` (and ``lock_check``): see :func:`fence_sql`; computed once per claim.
     """
     shard_clause = "  AND o.shard = ANY(CAST(%(shards)s AS SMALLINT[]))\n" if shard_filter else ""
     if exclude:
@@ -76,7 +86,7 @@ def pg_claim_sql(
         # compare every candidate with the whole array there).
         shard_clause += "  AND o.id NOT IN (SELECT unnest(CAST(%(busy)s AS BIGINT[])))\n"
     if fenced:
-        shard_clause += FENCE_SQL + (LOCK_CHECK_SQL if lock_check else "")
+        shard_clause += fence_sql(lock_check)
     return (
         "SELECT o.id, o.event_id, o.event_type, o.schema_version, o.topic, o.key, o.payload, o.headers,"
         " o.shard, o.attempts, o.created_at\n"
