@@ -213,8 +213,9 @@ class ExactlyOnceStore(FencedOutboxStore):
         """Reconcile first if needed (raising if that fails), then claim."""
         if self._dirty or self._producer.uncertain:
             fence = self._eo_leases.fence
-            if fence is not None:
-                self._eo_leases.reconcile(fence.shards)
+            if fence is None:
+                return []  # nothing owned: stay dirty until there is something to reconcile
+            self._eo_leases.reconcile(fence.shards)
             self._dirty = False
             self._producer.uncertain = False
         return super().claim_excluding(shards, limit, now, busy)

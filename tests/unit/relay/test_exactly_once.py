@@ -156,3 +156,26 @@ def test_retaking_shards_from_its_own_earlier_session_needs_no_reconciliation() 
     leases, _ = relay_parts(store, kafka, "txn-mine")
     assert leases.refresh() == frozenset(range(8))
     assert kafka.fenced == []
+
+
+def test_an_uncertain_commit_is_reconciled_even_if_the_shards_come_back_later() -> None:
+    """Dirty while owning nothing, the relay reconciles as soon as it owns shards again."""
+    store = InMemoryOutboxStore(shard_count=8)
+    row_id, event_id = add(store, b"k1")
+    kafka = Kafka()
+    leases = TableShardLeases(store, 8, transactional_id="txn-mine")
+    eo = ExactlyOnceLeases(
+        leases, store, own_transactional_id="txn-mine", fence_producer=kafka.fence, find_committed=kafka.find
+    )
+    producer = Producer()
+    eo_store = ExactlyOnceStore(store, eo, producer)
+    producer.uncertain = True
+    assert eo_store.claim(None, 10, T0) == []  # owns nothing yet: still uncertain
+    assert producer.uncertain
+    eo.refresh()
+    kafka.committed[event_id] = (1, 3)
+    assert eo_store.claim(None, 10, T0) == []  # reconciled first: the row was already in Kafka
+    row = store.get(row_id)
+    assert row is not None
+    assert row.state == "published"
+    assert not producer.uncertain
