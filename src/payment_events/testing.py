@@ -154,6 +154,7 @@ class InMemoryOutboxStore:
         self._rows: dict[int, OutboxRow] = {}
         self._leases: dict[tuple[int, int], tuple[str | None, int, str | None]] = {}
         """(namespace, shard) -> (owner, generation, transactional id): the lease table."""
+        self._settled: dict[tuple[int, int], datetime] = {}
         self._header_problems: dict[int, str] = {}
         """Rows whose ``headers_json`` could not be parsed, by id (what is wrong with it)."""
 
@@ -286,7 +287,7 @@ class InMemoryOutboxStore:
             for shard in sorted(set(shards)):
                 old = self._leases.get((namespace, shard))
                 if old is not None:
-                    previous[shard] = PreviousOwner(old[0], old[2])
+                    previous[shard] = PreviousOwner(old[0], old[2], self._settled.get((namespace, shard)))
                 generation = 1 if old is None else old[1] + 1
                 self._leases[(namespace, shard)] = (owner, generation, transactional_id)
                 generations[shard] = generation
@@ -312,6 +313,14 @@ class InMemoryOutboxStore:
             if lease is not None and lease[0] == fence.owner and lease[1] == generation:
                 held.add(shard)
         return held
+
+    def settle_shards(self, fence: Fence, shards: Collection[int], at: datetime) -> None:
+        """Record the instant before which every record of ``shards`` is marked."""
+        with self._lock:
+            for shard in set(shards) & fence.shards:
+                lease = self._leases.get((fence.namespace, shard))
+                if lease is not None and lease[0] == fence.owner:
+                    self._settled[(fence.namespace, shard)] = at
 
     def pending_events(self, fence: Fence) -> list[PendingEvent]:
         """Every pending row of the shards the fence still holds, in id order."""

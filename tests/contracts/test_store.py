@@ -516,3 +516,16 @@ def test_releasing_a_shard_fences_the_releaser(h: Harness) -> None:
     with pytest.raises(LeaseLostError):
         h.store.resolve_fenced(fence, [Published(row_id, 0, 1)], [], [])
     assert row(h, row_id).state == "pending"
+
+
+def test_settled_time_is_kept_for_the_next_taker_and_only_by_the_holder(h: Harness) -> None:
+    """settle_shards records the holder's settled time, which the next take reports; a stale fence
+    cannot settle."""
+    first = h.store.take_shards(NS, "relay-a", [12, 13])
+    fence = fence_of("relay-a", first)
+    h.store.settle_shards(fence, [12], T0)
+    second = h.store.take_shards(NS, "relay-b", [12, 13])
+    assert second.previous[12].settled_at == T0
+    assert second.previous[13].settled_at is None
+    h.store.settle_shards(fence, [13], T0)  # relay-a no longer holds it
+    assert h.store.take_shards(NS, "relay-c", [13]).previous[13].settled_at is None

@@ -72,6 +72,7 @@ shard_leases_table = Table(
     Column("generation", BigInteger, nullable=False),
     Column("transactional_id", String(249), nullable=True),
     Column("taken_at", UtcDateTime, nullable=False),
+    Column("settled_at", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("namespace", "shard", name="pk_payment_events_shard_leases"),
 )
 """One row per (namespace, shard) ever taken (revision 0003)."""
@@ -114,6 +115,9 @@ class PreviousOwner:
     owner: str | None
     """``None`` when the shard was released cleanly (nothing can be in flight for it)."""
     transactional_id: str | None
+    settled_at: datetime | None = None
+    """Exactly-once mode: every record of this shard produced before this instant (by its owners'
+    clocks) is marked or was reconciled; ``None``: unknown (read from the oldest pending row)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +140,7 @@ class PendingEvent:
 
 # ------------------------------------------------------------------------------------ SQL (any engine)
 _l = shard_leases_table
-_PREVIOUS = select(_l.c.shard, _l.c.owner, _l.c.transactional_id).where(
+_PREVIOUS = select(_l.c.shard, _l.c.owner, _l.c.transactional_id, _l.c.settled_at).where(
     _l.c.namespace == bindparam("ns"), _l.c.shard.in_(bindparam("shards", expanding=True))
 )
 _GENERATIONS = select(_l.c.shard, _l.c.generation, _l.c.owner).where(
@@ -179,7 +183,7 @@ def take_shards(
     if not wanted:
         return Takeover({})
     previous = {
-        int(row.shard): PreviousOwner(row.owner, row.transactional_id)
+        int(row.shard): PreviousOwner(row.owner, row.transactional_id, row.settled_at)
         for row in conn.execute(_PREVIOUS, {"ns": namespace, "shards": wanted})
     }
     stamp = now or utc_now()
@@ -203,6 +207,25 @@ def release_shards(conn: Connection, namespace: int, owner: str, shards: Collect
     wanted = sorted(set(shards))
     if wanted:
         conn.execute(_RELEASE, {"ns": namespace, "holder": owner, "shards": wanted})
+
+
+_SETTLE = (
+    _l.update()
+    .where(
+        _l.c.namespace == bindparam("ns"),
+        _l.c.owner == bindparam("holder"),
+        _l.c.shard.in_(bindparam("shards", expanding=True)),
+    )
+    .values(settled_at=bindparam("at", type_=UtcDateTime()))
+)
+
+
+def settle_shards(conn: Connection, fence: Fence, shards: Collection[int], at: datetime) -> None:
+    """Record that every record of ``shards`` produced before ``at`` is marked (exactly-once mode: the
+    owner reconciled them, or took them cleanly, before producing anything itself)."""
+    wanted = sorted(set(shards) & fence.shards)
+    if wanted:
+        conn.execute(_SETTLE, {"ns": fence.namespace, "holder": fence.owner, "shards": wanted, "at": at})
 
 
 def held_shards(conn: Connection, fence: Fence, *, lock: bool = False) -> set[int]:
@@ -263,6 +286,10 @@ class FenceableStore(Protocol):
 
     def pending_events(self, fence: Fence) -> list[PendingEvent]:
         """Every pending row of the shards the fence still holds (for exactly-once reconciliation)."""
+        ...
+
+    def settle_shards(self, fence: Fence, shards: Collection[int], at: datetime) -> None:
+        """See :func:`settle_shards`."""
         ...
 
     def backlog(self, now: datetime) -> BacklogStats:
@@ -410,6 +437,10 @@ class TableShardLeases:
         """The take of the first refresh (once), for exactly-once reconciliation."""
         taken, self.last_takeover = self.last_takeover, None
         return [] if taken is None else [taken]
+
+    def abandon(self) -> None:
+        """Give up every shard without clearing the owner (the next holder reconciles)."""
+        self._fence = None
 
     def release_all(self) -> None:
         """Release every shard (a clean hand-over)."""

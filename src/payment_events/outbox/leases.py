@@ -186,6 +186,11 @@ class PostgresShardLeases:
                 conn.execute(text("SELECT pg_advisory_unlock_all()"))
         self._drop_connection()
 
+    def abandon(self) -> None:
+        """Give up every shard WITHOUT clearing the owner (as if this instance crashed): the next owner
+        treats the shards as taken from a crashed relay (exactly-once mode: fences and reconciles)."""
+        self._drop_connection()
+
     def close(self) -> None:
         """Release everything and dispose of a private engine."""
         self.release_all()

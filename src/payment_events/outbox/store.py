@@ -290,6 +290,11 @@ class SqlOutboxStore:
         with self._begin("check shards") as conn:
             return fencing.held_shards(conn, fence)
 
+    def settle_shards(self, fence: Fence, shards: Collection[int], at: datetime) -> None:
+        """Record the instant before which every record of ``shards`` is marked (exactly-once mode)."""
+        with self._begin("settle shards") as conn:
+            fencing.settle_shards(conn, fence, shards, at)
+
     def pending_events(self, fence: Fence) -> list[PendingEvent]:
         """Every pending row of the shards ``fence`` still holds, in id order (reconciliation)."""
         with self._begin("list pending") as conn:

@@ -35,7 +35,7 @@ from payment_events.outbox.fencing import (
     PendingEvent,
     Takeover,
 )
-from payment_events.outbox.ports import Dead, OutboxRecord, Published, Retry
+from payment_events.outbox.ports import Dead, OutboxRecord, Published, Retry, utc_now
 
 log = logging.getLogger("payment_events.relay.exactly_once")
 
@@ -61,6 +61,10 @@ class TakeoverLeases(Protocol):
 
     def pop_takeovers(self) -> list[Takeover]:
         """The takes since the last call."""
+        ...
+
+    def abandon(self) -> None:
+        """Give up every shard without a clean hand-over."""
         ...
 
 
@@ -89,6 +93,10 @@ class ExactlyOnceLeases:
         self._find_committed = find_committed
         self._unreconciled: set[int] = set()
         self._pending_fences: set[str] = set()
+        self._floors: dict[int, datetime | None] = {}
+        self.unsettled: Callable[[], bool] = lambda: False
+        """Set by :class:`ExactlyOnceStore`: True while a commit or marks await reconciliation; then a
+        shutdown must not release the shards cleanly (the next owner must reconcile)."""
         """Previous owners' transactional ids whose fencing failed: fenced before any reconciliation."""
         self.reconciled_rows = 0
         """Rows marked published by reconciliation (found in Kafka instead of sent again)."""
@@ -103,17 +111,24 @@ class ExactlyOnceLeases:
         return Fence(fence.namespace, fence.owner, generations, fence.lease_pid) if generations else None
 
     def refresh(self) -> frozenset[int]:
-        """Refresh the leases; fence and reconcile newly taken shards; return the usable shards."""
+        """Refresh the leases; fence and reconcile newly taken shards; return the usable shards.
+
+        Per taken shard, by its previous lease row: none (never taken: anything may be in the topic)
+        or another producer that did not release it -> fence that producer, reconcile from the
+        shard's ``settled_at`` (or the oldest pending row), then settle; released cleanly -> settle
+        at once; held by our own producer (our lease session was lost and came back) -> nothing: our
+        commits are marked or flagged for reconciliation by :class:`ExactlyOnceStore`."""
+        started = utc_now()  # before the take: nothing we produce for these shards is older
         owned = self._leases.refresh()
+        clean: set[int] = set()
         for takeover in self._leases.pop_takeovers():
-            # Unclean: held by someone (not released) whose producer may have committed without
-            # marking. Our own producer's commits are always marked or flagged (uncertain / dirty).
-            unclean = {
-                s
-                for s, prev in takeover.previous.items()
-                if prev.owner is not None and prev.transactional_id != self._own
-            }
-            self._unreconciled |= unclean & set(takeover.generations)
+            for shard in takeover.generations:
+                prev = takeover.previous.get(shard)
+                if prev is None or (prev.owner is not None and prev.transactional_id != self._own):
+                    self._unreconciled.add(shard)
+                    self._floors[shard] = None if prev is None else prev.settled_at
+                elif prev.owner is None:
+                    clean.add(shard)
             for txn in sorted(
                 {
                     prev.transactional_id
@@ -126,7 +141,9 @@ class ExactlyOnceLeases:
         self._unreconciled &= set(owned)
         if self._unreconciled:
             try:
-                self.reconcile(self._unreconciled)
+                floors = {s: self._floors.get(s) for s in self._unreconciled}
+                self.reconcile(self._unreconciled, floors)
+                clean |= self._unreconciled
                 self._unreconciled.clear()
             except Exception as exc:  # noqa: BLE001 - those shards wait; the others go on
                 log.error(
@@ -137,7 +154,20 @@ class ExactlyOnceLeases:
                         "shards": len(self._unreconciled),
                     },
                 )
+        self._settle(clean & set(owned), started)
         return frozenset(owned - self._unreconciled)
+
+    def _settle(self, shards: set[int], at: datetime) -> None:
+        fence = self._leases.fence
+        if not shards or fence is None:
+            return
+        try:
+            self._store.settle_shards(fence, shards, at)
+        except Exception as exc:  # noqa: BLE001 - only an optimisation for the next owner's reading
+            log.warning(
+                "recording settled shards failed",
+                extra={"event": "relay.settle_failed", "error": type(exc).__name__},
+            )
 
     def _fence_or_keep(self, transactional_id: str, shards: set[int]) -> None:
         try:
@@ -150,9 +180,11 @@ class ExactlyOnceLeases:
             self._unreconciled |= shards
             self._pending_fences.add(transactional_id)
 
-    def reconcile(self, shards: Collection[int]) -> int:
+    def reconcile(self, shards: Collection[int], floors: Mapping[int, datetime | None] | None = None) -> int:
         """Mark the pending rows of ``shards`` whose events are already committed in Kafka; return how
-        many. Raises if anything fails (the caller must then not produce for those shards)."""
+        many. Reads from the oldest pending row's creation, or from the shards' ``settled_at`` when every
+        one of them has one and it is later (``floors``). Raises if anything fails (the caller must
+        then not produce for those shards)."""
         for txn in sorted(self._pending_fences):
             self._fence_producer(txn)  # a fence that failed earlier must succeed first
         self._pending_fences = set()
@@ -172,6 +204,9 @@ class ExactlyOnceLeases:
         if not pending:
             return 0
         since = min(p.created_at for p in pending)
+        known = [floors.get(s) for s in sub.generations] if floors else []
+        if known and all(f is not None for f in known):
+            since = max(since, min(f for f in known if f is not None))
         found = self._find_committed({p.event_id: (p.id, p.topic) for p in pending}, since)
         published = [Published(row_id, part, off) for row_id, (part, off) in sorted(found.items())]
         if published:
@@ -189,8 +224,16 @@ class ExactlyOnceLeases:
         return len(published)
 
     def release_all(self) -> None:
-        """Release every shard."""
-        self._leases.release_all()
+        """Release every shard cleanly, unless something awaits reconciliation: then abandon them (the
+        next owner fences and reconciles, as after a crash)."""
+        if self.unsettled():
+            log.warning(
+                "stopping with commits or marks not reconciled; the next owner reconciles",
+                extra={"event": "relay.abandon_shards"},
+            )
+            self._leases.abandon()
+        else:
+            self._leases.release_all()
 
     def pop_takeovers(self) -> list[Takeover]:
         """Takeovers are consumed here; nothing is passed on."""
@@ -206,6 +249,7 @@ class ExactlyOnceStore(FencedOutboxStore):
         self._eo_leases = leases
         self._producer = producer
         self._dirty = False
+        leases.unsettled = lambda: self._dirty or self._producer.uncertain
 
     def claim_excluding(
         self, shards: Collection[int] | None, limit: int, now: datetime, busy: Collection[int]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -34,11 +34,13 @@ class Kafka:
         self.fenced: list[str] = []
         self.committed: dict[str, tuple[int, int]] = {}
         self.fail_reads = False
+        self.reads: list[datetime] = []
 
     def fence(self, transactional_id: str) -> None:
         self.fenced.append(transactional_id)
 
     def find(self, wanted: Mapping[str, tuple[int, str]], since: datetime) -> dict[int, tuple[int, int]]:
+        self.reads.append(since)
         if self.fail_reads:
             raise TimeoutError("broker unreachable")
         return {wanted[e][0]: where for e, where in self.committed.items() if e in wanted}
@@ -179,3 +181,50 @@ def test_an_uncertain_commit_is_reconciled_even_if_the_shards_come_back_later() 
     assert row is not None
     assert row.state == "published"
     assert not producer.uncertain
+
+
+def test_the_reading_starts_at_the_previous_owners_settled_time_when_it_is_later() -> None:
+    """A crashed owner that had settled its shards at T is reconciled from T, not from the oldest row."""
+    store = InMemoryOutboxStore(shard_count=8, clock=lambda: T0)
+    add(store, b"k1")  # created at T0
+    settled = T0 + timedelta(hours=1)
+    old = store.take_shards(DEFAULT_LEASE_NAMESPACE, "crashed", range(8), transactional_id="txn-old")
+    store.settle_shards(Fence(DEFAULT_LEASE_NAMESPACE, "crashed", old.generations), range(8), settled)
+    kafka = Kafka()
+    leases, _ = relay_parts(store, kafka, "txn-new")
+    leases.refresh()
+    assert kafka.reads == [settled]
+    # ...and this relay settles them in turn, so its own successor reads even less.
+    again = store.take_shards(DEFAULT_LEASE_NAMESPACE, "next", range(8))
+    assert all(p.settled_at is not None and p.settled_at > settled for p in again.previous.values())
+
+
+def test_a_never_taken_shard_is_reconciled_from_its_oldest_pending_row() -> None:
+    """Without any lease row (first exactly-once start) the relay reads from the oldest pending row."""
+    store = InMemoryOutboxStore(shard_count=8, clock=lambda: T0)
+    add(store, b"k1")
+    kafka = Kafka()
+    leases, _ = relay_parts(store, kafka, "txn-new")
+    leases.refresh()
+    assert kafka.reads == [T0]
+
+
+def test_stopping_with_unreconciled_marks_abandons_the_shards_instead_of_releasing_them() -> None:
+    """Failed marks at shutdown: the lease rows keep this owner, so the next owner reconciles."""
+    store = InMemoryOutboxStore(shard_count=8)
+    row_id, _ = add(store, b"k1")
+    kafka = Kafka()
+    leases, eo_store = relay_parts(store, kafka, "txn-mine")
+    leases.refresh()
+    original = store.resolve_fenced
+
+    def failing(*args: object) -> None:
+        raise RuntimeError("database gone")
+
+    store.resolve_fenced = failing  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError):
+        eo_store.resolve([Published(row_id, 0, 7)], [], [])
+    store.resolve_fenced = original  # type: ignore[method-assign]
+    leases.release_all()
+    after = store.take_shards(DEFAULT_LEASE_NAMESPACE, "next", range(8))
+    assert all(p.owner is not None and p.transactional_id == "txn-mine" for p in after.previous.values())

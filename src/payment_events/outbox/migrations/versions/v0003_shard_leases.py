@@ -4,7 +4,9 @@ A relay that takes a shard bumps its ``generation`` and writes itself as ``owner
 shard's advisory lock on PostgreSQL). Every claim and every mark checks that the relay's owner token and
 generation are still the row's, so a relay that lost a shard can neither claim nor mark for it, even
 before it notices the loss. ``transactional_id`` is the owner's Kafka transactional id in exactly-once
-mode: the next owner fences it before producing. Small (one row per shard) and written only when a
+mode: the next owner fences it before producing; ``settled_at`` (exactly-once mode) is the owner's
+time from which unmarked records of the shard may exist in Kafka, so the next owner's reconciliation
+reads only from there. Small (one row per shard) and written only when a
 shard changes hands.
 
 Revision ID: 0003
@@ -34,6 +36,7 @@ def upgrade() -> None:
         sa.Column("generation", sa.BigInteger, nullable=False),
         sa.Column("transactional_id", sa.String(249), nullable=True),
         sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("settled_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("namespace", "shard", name="pk_payment_events_shard_leases"),
     )
 
