@@ -11,7 +11,8 @@ The tree, one subtree per concern::
     ├── SchemaCompatibilityError      a new schema version would break consumers of the previous one
     ├── ConfigurationError            a setting is missing or malformed; names the option
     ├── StoreError                    the outbox database failed (adapters translate driver errors)
-    │   └── MigrationRequiredError    the outbox table is missing or older than this code
+    │   ├── MigrationRequiredError    the outbox table is missing or older than this code
+    │   └── LeaseLostError            this relay no longer owns a shard it tried to claim or mark for
     ├── PublishError                  the broker did not take an event
     │   ├── TransientPublishError     retry later: broker down, timeout, leader change
     │   └── PermanentPublishError     retrying cannot help: too large, not authorized, bad topic
@@ -58,6 +59,12 @@ class StoreError(PaymentEventsError):
 
 class MigrationRequiredError(StoreError):
     """The outbox table does not exist or is older than this code: run `payment-events db upgrade`."""
+
+
+class LeaseLostError(StoreError):
+    """Another relay took (or this relay released) a shard this relay tried to mark for: those rows were
+    left alone (the new owner publishes them), the marks of the shards still owned were committed. The
+    relay refreshes its leases before its next claim."""
 
 
 class PublishError(PaymentEventsError):

@@ -1,4 +1,7 @@
-"""``python -m tests.chaos [--short] [--only NAME ...] [--skip NAME ...]``: run the fault-injection suite.
+"""``python -m tests.chaos [--short] [--delivery MODE] [--only NAME ...]``: run the fault-injection suite.
+
+``--skip NAME ...`` leaves scenarios out; ``--delivery exactly-once`` runs the relays in exactly-once mode
+and fails a scenario on any duplicate a read_committed reader sees.
 
 Each scenario prints one line; the exit status is 1 if any failed. Scenario names: relay-sigkill,
 broker-kill-9, leader-failover, network-faults, pg-terminate-backend, pg-restart-immediate,
@@ -10,12 +13,14 @@ server: run the full suite only when nobody else uses the services.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
 
 from tests.chaos import scenarios, scenarios_broker, scenarios_topics
 from tests.chaos.harness import ScenarioResult, timed
+from tests.chaos.relays import DELIVERY_ENV
 from tests.chaos.scale import FULL, SHORT, Scale
 
 ORDER = (
@@ -86,11 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="small counts (what the pytest version runs)")
     parser.add_argument("--only", nargs="+", choices=ORDER, help="run only these scenarios")
     parser.add_argument("--skip", nargs="+", choices=ORDER, default=[], help="skip these scenarios")
+    parser.add_argument(
+        "--delivery",
+        choices=("at-least-once", "exactly-once"),
+        default=os.environ.get(DELIVERY_ENV, "at-least-once"),
+        help="the relays' delivery mode (exactly-once: any read_committed duplicate fails a scenario)",
+    )
     args = parser.parse_args(argv)
+    os.environ[DELIVERY_ENV] = args.delivery  # relay processes and the audit read it
     names = [n for n in (args.only or ORDER) if n not in args.skip]
     scale = SHORT if args.short else FULL
     started = time.monotonic()
-    print(f"chaos suite ({scale.name}): {', '.join(names)}", flush=True)
+    print(f"chaos suite ({scale.name}, {args.delivery}): {', '.join(names)}", flush=True)
     results = run(names, scale, lambda line: print(line, flush=True))
     failed = [r.name for r in results if not r.passed]
     print(

@@ -21,7 +21,7 @@ from payment_events.audit import audit
 from payment_events.audit.report import AuditReport
 from payment_events.outbox.table import outbox_table
 from tests.chaos.infra import create_topics, delete_topics, fresh_database
-from tests.chaos.relays import RelayProcess, kill_leftover_relays, relay_options
+from tests.chaos.relays import RelayProcess, delivery_mode, kill_leftover_relays, relay_options
 from tests.chaos.writers import WriteLog, Writers, hold_transaction, make_event
 
 __all__ = [
@@ -189,7 +189,10 @@ def verdict(
 ) -> ScenarioResult:
     """Audit the topics against the ledger, cross-check with kcat and the writers' own log, and fill in
     ``result``: committed, delivered, lost, duplicates, order violations, pass/fail."""
-    report = audit(database_url, bootstrap, list(topics), detail_limit=50, timeout=300)
+    exactly_once = delivery_mode() == "exactly-once"  # then any read_committed duplicate fails
+    report = audit(
+        database_url, bootstrap, list(topics), detail_limit=50, timeout=300, exactly_once=exactly_once
+    )
     result.report = report
     t = report.overall
     engine = sa.create_engine(database_url)

@@ -18,9 +18,19 @@ from tests.chaos.infra import ROOT, relay_url
 LOG_DIR = Path(os.environ.get("PAYMENT_EVENTS_CHAOS_LOGS", ROOT / ".services" / "chaos-logs"))
 
 
+DELIVERY_ENV = "PAYMENT_EVENTS_CHAOS_DELIVERY"
+"""The relays' delivery mode for a chaos run (``at-least-once`` unless set; ``--delivery`` sets it)."""
+
+
+def delivery_mode() -> str:
+    """The delivery mode this chaos run's relays use."""
+    return os.environ.get(DELIVERY_ENV, "at-least-once")
+
+
 def relay_options(dlq_topic: str, **overrides: Any) -> dict[str, Any]:
     """RelayConfig options for chaos runs: fast lease takeover and short backoff caps."""
     return {
+        "delivery": delivery_mode(),
         "batch_size": 500,
         "poll_interval_seconds": 0.5,
         "lease_refresh_seconds": 1.0,

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from payment_events.outbox import migrate
 from payment_events.outbox.leases import PostgresShardLeases
 from payment_events.outbox.ports import ShardLeases
 from payment_events.testing import InMemoryLeaseTable, InMemoryShardLeases
@@ -25,6 +26,7 @@ def leases_for(request: pytest.FixtureRequest) -> Iterator[Factory]:
         yield lambda name: InMemoryShardLeases(table, name)
         return
     url: str = request.getfixturevalue("pg_url")
+    migrate.upgrade(url)  # the leases write their generations into the lease table (fencing)
     made: list[PostgresShardLeases] = []
 
     def make(name: str) -> ShardLeases:

@@ -18,17 +18,21 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Connection, Engine, Transaction
 
+from payment_events.errors import LeaseLostError
 from payment_events.events.codec import EncodedEvent
 from payment_events.outbox import migrate
 from payment_events.outbox.ports import (
     LAST_ERROR_MAX_CHARS,
     BacklogStats,
     Dead,
+    Fence,
     OutboxRecord,
     OutboxRow,
     PendingBacklog,
+    PreviousOwner,
     Published,
     Retry,
+    Takeover,
 )
 from payment_events.outbox.publisher import OutboxPublisher
 from payment_events.outbox.sharding import shard_for
@@ -434,3 +438,115 @@ def test_replay_needs_exactly_one_selection(h: Harness) -> None:
         h.store.replay()
     with pytest.raises(ValueError, match="exactly one"):
         h.store.replay([1], all_dead=True)
+
+
+# --------------------------------------------------------------------------------------- fencing
+NS = 7
+
+
+def shard_keys(*shards: int) -> list[bytes]:
+    """One key hashing into each of ``shards`` (of 64)."""
+    found: dict[int, bytes] = {}
+    i = 0
+    while len(found) < len(set(shards)):
+        key = f"fence-{i}".encode()
+        if shard_for(key) in shards and shard_for(key) not in found:
+            found[shard_for(key)] = key
+        i += 1
+    return [found[s] for s in shards]
+
+
+def fence_of(owner: str, takeover: Takeover) -> Fence:
+    """The fence a relay holds after ``takeover``."""
+    return Fence(NS, owner, dict(takeover.generations))
+
+
+def test_taking_a_shard_bumps_its_generation_and_names_the_previous_owner(h: Harness) -> None:
+    """Each take of a shard bumps its generation and reports who held it (None after a release)."""
+    first = h.store.take_shards(NS, "relay-a", [1, 2], transactional_id="txn-a")
+    assert first.generations == {1: 1, 2: 1}
+    assert first.previous == {}
+    second = h.store.take_shards(NS, "relay-b", [2])
+    assert second.generations == {2: 2}
+    assert second.previous[2] == PreviousOwner("relay-a", "txn-a")
+    h.store.release_shards(NS, "relay-b", [2])
+    third = h.store.take_shards(NS, "relay-a", [2])
+    assert third.generations == {2: 3}
+    assert third.previous[2].owner is None
+    assert h.store.take_shards(NS + 1, "relay-c", [2]).generations == {2: 1}  # namespaces are apart
+
+
+def test_a_fenced_claim_returns_only_rows_of_shards_still_held(h: Harness) -> None:
+    """After another relay took one of its shards, the old owner claims only its other shard's rows."""
+    key_a, key_b = shard_keys(3, 4)
+    row_a, row_b = write(h, key_a, key_b)
+    fence = fence_of("relay-a", h.store.take_shards(NS, "relay-a", [3, 4]))
+    assert ids(h.store.claim_fenced(fence, 10, T0)) == [row_a, row_b]
+    h.store.take_shards(NS, "relay-b", [4])
+    assert h.store.held_shards(fence) == {3}
+    assert ids(h.store.claim_fenced(fence, 10, T0)) == [row_a]
+    assert ids(h.store.claim_fenced(fence, 10, T0, busy=[row_a])) == []
+
+
+def test_a_stale_generation_of_the_same_owner_is_fenced_too(h: Harness) -> None:
+    """A fence from before a re-take (same owner, older generation) claims and marks nothing."""
+    (key,) = shard_keys(5)
+    (row_id,) = write(h, key)
+    old = fence_of("relay-a", h.store.take_shards(NS, "relay-a", [5]))
+    new = fence_of("relay-a", h.store.take_shards(NS, "relay-a", [5]))
+    assert h.store.claim_fenced(old, 10, T0) == []
+    assert ids(h.store.claim_fenced(new, 10, T0)) == [row_id]
+
+
+def test_a_fenced_resolve_marks_held_shards_and_leaves_lost_ones_pending(h: Harness) -> None:
+    """Marks of a lost shard are not written (LeaseLostError), those of held shards are committed."""
+    key_a, key_b, key_c = shard_keys(6, 7, 8)
+    row_a, row_b, row_c = write(h, key_a, key_b, key_c)
+    fence = fence_of("relay-a", h.store.take_shards(NS, "relay-a", [6, 7, 8]))
+    h.store.take_shards(NS, "relay-b", [7, 8])
+    with pytest.raises(LeaseLostError):
+        h.store.resolve_fenced(
+            fence,
+            [Published(row_a, 0, 10), Published(row_b, 0, 11)],
+            [],
+            [Dead(row_c, "should not be written")],
+        )
+    assert row(h, row_a).state == "published"
+    assert (row(h, row_b).state, row(h, row_b).kafka_offset) == ("pending", None)
+    assert (row(h, row_c).state, row(h, row_c).attempts) == ("pending", 0)
+
+
+def test_a_fenced_resolve_of_an_intact_fence_marks_everything(h: Harness) -> None:
+    """With every shard still held, a fenced resolve is exactly a resolve."""
+    key_a, key_b = shard_keys(9, 10)
+    row_a, row_b = write(h, key_a, key_b)
+    fence = fence_of("relay-a", h.store.take_shards(NS, "relay-a", [9, 10]))
+    retry = Retry(row_b, T0 + timedelta(seconds=5), "x")
+    h.store.resolve_fenced(fence, [Published(row_a, 1, 5)], [retry], [])
+    assert (row(h, row_a).state, row(h, row_a).kafka_offset) == ("published", 5)
+    assert (row(h, row_b).state, row(h, row_b).attempts) == ("pending", 1)
+
+
+def test_releasing_a_shard_fences_the_releaser(h: Harness) -> None:
+    """After a clean release the former owner can neither claim nor mark for the shard."""
+    (key,) = shard_keys(11)
+    (row_id,) = write(h, key)
+    fence = fence_of("relay-a", h.store.take_shards(NS, "relay-a", [11]))
+    h.store.release_shards(NS, "relay-a", [11])
+    assert h.store.claim_fenced(fence, 10, T0) == []
+    with pytest.raises(LeaseLostError):
+        h.store.resolve_fenced(fence, [Published(row_id, 0, 1)], [], [])
+    assert row(h, row_id).state == "pending"
+
+
+def test_settled_time_is_kept_for_the_next_taker_and_only_by_the_holder(h: Harness) -> None:
+    """settle_shards records the holder's settled time, which the next take reports; a stale fence
+    cannot settle."""
+    first = h.store.take_shards(NS, "relay-a", [12, 13])
+    fence = fence_of("relay-a", first)
+    h.store.settle_shards(fence, [12], T0)
+    second = h.store.take_shards(NS, "relay-b", [12, 13])
+    assert second.previous[12].settled_at == T0
+    assert second.previous[13].settled_at is None
+    h.store.settle_shards(fence, [13], T0)  # relay-a no longer holds it
+    assert h.store.take_shards(NS, "relay-c", [13]).previous[13].settled_at is None

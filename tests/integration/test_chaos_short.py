@@ -19,6 +19,7 @@ from tests.chaos import scenarios
 from tests.chaos.harness import ScenarioResult, kill_leftover_relays
 from tests.chaos.infra import free_port
 from tests.chaos.proxy import FaultProxy
+from tests.chaos.relays import DELIVERY_ENV
 from tests.chaos.scale import SHORT
 
 servers = pytest.mark.usefixtures("_pg_admin_url", "kafka_bootstrap")
@@ -125,3 +126,15 @@ def test_fault_proxy_injects_latency_resets_and_blackholes() -> None:
             server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         server.close()
         thread.join(5)
+
+
+@servers
+def test_exactly_once_relay_sigkill_shows_no_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In exactly-once mode, SIGKILLing the relay every few seconds loses nothing and a read_committed
+    reader sees no event twice (the audit fails on any duplicate)."""
+    monkeypatch.setenv(DELIVERY_ENV, "exactly-once")
+    result = scenarios.relay_sigkill(SHORT)
+    check(result)
+    assert result.duplicates == 0
+    assert result.delivered == result.committed == SHORT.relay_kill_events
+

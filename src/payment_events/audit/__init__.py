@@ -65,6 +65,7 @@ def audit(
     kafka_config: Mapping[str, Any] | None = None,
     detail_limit: int = 1000,
     timeout: float = 600.0,
+    exactly_once: bool = False,
 ) -> AuditReport:
     """Reconcile the outbox ledger at ``database_url`` with ``topics`` on ``bootstrap_servers``.
 
@@ -72,6 +73,8 @@ def audit(
     to rows created in that range; the topics are then read from ``since - lookback`` (a message's
     timestamp may precede its row's commit by the clock skew). ``kafka_config`` adds client settings
     (security). Raises :class:`AuditError` when a partition cannot be read within ``timeout`` seconds.
+    ``exactly_once``: the relays run in exactly-once mode, so any duplicate (read, as always, with
+    ``read_committed``: aborted records are invisible) makes the report fail.
     """
     import time
 
@@ -135,6 +138,7 @@ def audit(
         since=since, until=until)
     report.client_log_lines = client_log.count
     report.client_log_sample = client_log.first
+    report.exactly_once = exactly_once
     return report
 
 

@@ -163,10 +163,15 @@ class AuditReport:
     client_log_lines: int = 0
     """Lines the Kafka client logged during the audit (summarised, not printed one by one)."""
     client_log_sample: str = ""
+    exactly_once: bool = False
+    """Audited as an exactly-once relay's output: any duplicate a read_committed reader sees fails it."""
 
     @property
     def ok(self) -> bool:
-        """True when nothing committed-and-published is missing and every key kept its order."""
+        """True when nothing committed-and-published is missing and every key kept its order (and, for
+        an exactly-once audit, no event was seen twice)."""
+        if self.exactly_once and self.overall.duplicates:
+            return False
         return self.overall.lost == 0 and self.overall.order_violations == 0
 
     @property

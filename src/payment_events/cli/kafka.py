@@ -65,6 +65,11 @@ def topics_ensure(ctx: click.Context, /, as_json: bool, **params: object) -> Non
 @click.option("--until", default=None, metavar="WHEN", help="Only rows created before (ISO 8601).")
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1), help="Read limit (s).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--exactly-once",
+    is_flag=True,
+    help="The relays run in exactly-once mode: any duplicate (read_committed) is a failure (exit 1).",
+)
 @settings_options("database", "kafka")
 @click.pass_context
 def audit_command(
@@ -76,14 +81,16 @@ def audit_command(
     until: str | None,
     timeout: float,
     as_json: bool,
+    exactly_once: bool,
     **params: object,
 ) -> None:
     """Reconcile the outbox ledger with what Kafka holds: lost, duplicates, per-key order, mismatches.
 
-    Reads the topics with an independent consumer (no group offsets). Exits 0 when nothing was lost and
-    every key kept its order, 1 when something was lost or reordered, 3 when nothing was found wrong but
-    a topic or partition could not be read (broker unreachable, topic missing, --timeout): could not
-    verify, never "lost".
+    Reads the topics with an independent read_committed consumer (no group offsets). Exits 0 when
+    nothing was lost and every key kept its order (with --exactly-once: and nothing was seen twice), 1
+    when something was lost, reordered (or duplicated with --exactly-once), 3 when nothing was found
+    wrong but a topic or partition could not be read (broker unreachable, topic missing, --timeout):
+    could not verify, never "lost".
     """
     settings = load(ctx, params)
     from payment_events.audit import audit, parse_instant
@@ -102,6 +109,7 @@ def audit_command(
         until=end,
         kafka_config=kafka,
         timeout=timeout,
+        exactly_once=exactly_once,
     )
     click.echo(report.to_json() if as_json else report.render_text())
     ctx.exit(report.exit_code)

@@ -193,6 +193,12 @@ class Settings(BaseModel):
         _DURATION_FORM,
         "Longest wait for one batch's delivery reports (then the rest is retried); also bounds SIGTERM.",
     )
+    relay_delivery: Literal["at-least-once", "exactly-once"] = _opt(
+        "at-least-once",
+        "relay",
+        "at-least-once or exactly-once",
+        "exactly-once: Kafka transactions fenced per shard owner, for read_committed consumers.",
+    )
     relay_listen: bool = _opt(
         True, "relay", "true or false", "On PostgreSQL, wake up on LISTEN/NOTIFY (polling is the fallback)."
     )
@@ -492,6 +498,7 @@ class Settings(BaseModel):
             dlq_topic=self.dlq_topic,
             shard_count=self.relay_shard_count,
             listen=self.relay_listen,
+            delivery=self.relay_delivery,
             lease_refresh_seconds=self.relay_lease_refresh,
             lease_takeover_seconds=self.relay_lease_takeover,
             backlog_interval_seconds=self.relay_backlog_interval,

@@ -7,11 +7,18 @@ Each :class:`PostgresShardLeases` holds ONE dedicated database connection. On it
 * one lock ``(namespace, shard)`` per owned shard.
 
 ``refresh()`` counts the members, computes the fair share ``ceil(shard_count / members)``, releases
-shards above it and tries to lock free shards up to it. Locks are session locks: when an instance dies,
-its connection closes and PostgreSQL releases everything at once, so the others take its shards on
-their next refresh. If this instance's own lock connection fails, it owns nothing from that moment
-(``refresh()`` returns an empty set and never raises for a database error) and reconnects on the next
-refresh.
+shards above it and tries to lock free shards up to it.
+
+Ownership is also *fenced* (see :mod:`payment_events.outbox.fencing`): on the same connection, while
+holding a shard's lock, the instance writes its owner token into ``payment_events_shard_leases`` and
+bumps the shard's generation; it clears its owner before unlocking a shard. :attr:`fence` is what the
+store checks on every claim and mark, so an instance whose lock connection died can neither claim nor
+mark for its former shards, even before its next refresh notices.
+
+Locks are session locks: when an instance dies, its connection closes and PostgreSQL releases
+everything at once, so the others take its shards on their next refresh. If this instance's own lock
+connection fails, it owns nothing from that moment (``refresh()`` returns an empty set and never raises
+for a database error) and reconnects on the next refresh.
 
 A host that vanishes silently (power loss, a partition: no FIN, no RST) would keep its locks until the
 server's TCP keepalive gave up -- off by default, about 2 h 11 min. So the lease connection's session
@@ -37,11 +44,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from payment_events.outbox.fencing import DEFAULT_LEASE_NAMESPACE, release_shards, take_shards
+from payment_events.outbox.ports import Fence, Takeover, new_owner_token
 from payment_events.outbox.sharding import DEFAULT_SHARD_COUNT, validate_shard_count
 
 log = logging.getLogger("payment_events.outbox.leases")
 
-DEFAULT_LEASE_NAMESPACE = 0x7065_7368  # "pesh"; the first key of every advisory lock the relays take
+__all__ = ["DEFAULT_LEASE_NAMESPACE", "MEMBER_BASE", "AllShards", "PostgresShardLeases"]
 MEMBER_BASE = 1 << 30
 """Member locks use second keys from here on (shards use 0 .. shard_count-1)."""
 
@@ -113,7 +122,9 @@ class PostgresShardLeases:
     ``engine_or_url``: an Engine (one of its pooled connections is kept checked out) or a URL (a private
     engine with TCP keepalives, so a dead network path is noticed within about half a minute).
     ``namespace`` separates independent relay groups in one database (for example two outbox tables).
-    Instances of one group must use the same ``shard_count`` and ``namespace``.
+    Instances of one group must use the same ``shard_count`` and ``namespace``. ``transactional_id``
+    (exactly-once mode) is recorded with every shard taken, so the next owner can fence that producer.
+    The lease table (migration 0003) must exist: without it no shard is ever owned.
     """
 
     def __init__(
@@ -124,6 +135,7 @@ class PostgresShardLeases:
         *,
         rand: random.Random | None = None,
         takeover_seconds: float | None = DEFAULT_TAKEOVER_SECONDS,
+        transactional_id: str | None = None,
     ) -> None:
         if takeover_seconds is not None and takeover_seconds < 2:
             raise ValueError(f"takeover_seconds must be at least 2, got {takeover_seconds}")
@@ -147,6 +159,11 @@ class PostgresShardLeases:
         self._owned: frozenset[int] = frozenset()
         self._members = 0
         self._pid: int | None = None
+        self._owner = new_owner_token()
+        self._generations: dict[int, int] = {}
+        self.transactional_id = transactional_id
+        self.takeovers: list[Takeover] = []
+        """Every take since the last :meth:`pop_takeovers` (exactly-once mode reconciles them)."""
 
     @property
     def owned(self) -> frozenset[int]:
@@ -162,6 +179,24 @@ class PostgresShardLeases:
     def backend_pid(self) -> int | None:
         """The PostgreSQL backend pid of the lock connection (``None`` while disconnected)."""
         return self._pid if self._conn is not None else None
+
+    @property
+    def owner(self) -> str:
+        """This instance's owner token on its current lease connection (a new one per connection)."""
+        return self._owner
+
+    @property
+    def fence(self) -> Fence | None:
+        """The fence of the owned shards (``None`` while disconnected or owning nothing)."""
+        if self._conn is None or self._pid is None or not self._owned:
+            return None
+        generations = {s: g for s, g in self._generations.items() if s in self._owned}
+        return Fence(self.namespace, self._owner, generations, self._pid)
+
+    def pop_takeovers(self) -> list[Takeover]:
+        """The takes since the last call, and forget them."""
+        taken, self.takeovers = self.takeovers, []
+        return taken
 
     def refresh(self) -> frozenset[int]:
         """Rebalance towards the fair share and return the shards owned now (empty if the lock
@@ -209,7 +244,13 @@ class PostgresShardLeases:
         conn = self._conn
         if conn is not None and not conn.closed:
             with contextlib.suppress(SQLAlchemyError):  # closing the connection releases them anyway
+                release_shards(conn, self.namespace, self._owner, self._owned)
                 conn.execute(text("SELECT pg_advisory_unlock_all()"))
+        self._drop_connection()
+
+    def abandon(self) -> None:
+        """Give up every shard WITHOUT clearing the owner (as if this instance crashed): the next owner
+        treats the shards as taken from a crashed relay (exactly-once mode: fences and reconciles)."""
         self._drop_connection()
 
     def close(self) -> None:
@@ -240,10 +281,13 @@ class PostgresShardLeases:
             raise
         self._conn = conn
         self._pid = int(pid)
+        self._owner = new_owner_token()  # a new session is a new owner: the old one's fence is dead
+        self._generations = {}
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         self._owned = frozenset()
+        self._generations = {}
         if conn is not None:
             try:
                 conn.invalidate()  # never hand a connection that held locks back to a pool
@@ -260,14 +304,27 @@ class PostgresShardLeases:
         owned = set(self._owned)
         if len(owned) > fair:
             extra = sorted(owned)[fair:]
+            release_shards(conn, self.namespace, self._owner, extra)  # before unlocking: fence ourselves
             conn.execute(_UNLOCK_SHARDS, {"ns": self.namespace, "shards": extra})
             owned.difference_update(extra)
+            for shard in extra:
+                self._generations.pop(shard, None)
         taken = {k for k in held if k < self.shard_count}
         free = [s for s in range(self.shard_count) if s not in taken and s not in owned]
         self._rand.shuffle(free)  # instances starting together try different shards first
         while len(owned) < fair and free:
             need = fair - len(owned)
             batch, free = free[:need], free[need:]
-            got = conn.execute(_TRY_SHARDS, {"ns": self.namespace, "shards": batch}).scalars().all()
-            owned.update(int(s) for s in got)
+            locked = conn.execute(_TRY_SHARDS, {"ns": self.namespace, "shards": batch}).scalars()
+            got = [int(s) for s in locked]
+            if not got:
+                continue
+            # Holding the locks: write ourselves as owner and bump the generations (the fence).
+            takeover = take_shards(
+                conn, self.namespace, self._owner, got, transactional_id=self.transactional_id
+            )
+            self._generations.update(takeover.generations)
+            if self.transactional_id is not None:  # only exactly-once mode consumes them
+                self.takeovers.append(takeover)
+            owned.update(takeover.generations)
         return frozenset(owned)

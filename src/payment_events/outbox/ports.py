@@ -6,8 +6,11 @@ fake in ``payment_events.testing``. One abstract contract test suite runs agains
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+import os
+import socket
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
@@ -232,3 +235,64 @@ class OutboxRow:
     published_at: datetime | None
     kafka_partition: int | None
     kafka_offset: int | None
+
+
+# ------------------------------------------------------------- lease fencing (see outbox.fencing)
+def new_owner_token() -> str:
+    """A token naming one lease holder (one lease connection): host, pid and a random part."""
+    host = socket.gethostname()[:100]
+    return f"{host}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What a relay holds for its shards: checked by every fenced claim and mark.
+
+    ``lease_pid`` (PostgreSQL) is the backend pid of the connection that holds the advisory locks: a
+    fenced claim also checks that this backend still holds each shard's lock.
+    """
+
+    namespace: int
+    owner: str
+    generations: Mapping[int, int]
+    lease_pid: int | None = None
+
+    @property
+    def shards(self) -> frozenset[int]:
+        """The shards this fence covers."""
+        return frozenset(self.generations)
+
+    def pairs(self) -> tuple[list[int], list[int]]:
+        """Shards and their generations as two parallel lists, in shard order."""
+        shards = sorted(self.generations)
+        return shards, [self.generations[s] for s in shards]
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousOwner:
+    """Who held a shard before it was taken (for exactly-once takeover: whose producer to fence)."""
+
+    owner: str | None
+    """``None`` when the shard was released cleanly (nothing can be in flight for it)."""
+    transactional_id: str | None
+    settled_at: datetime | None = None
+    """Exactly-once mode: every record of this shard produced before this instant (by its owners'
+    clocks) is marked or was reconciled; ``None``: unknown (read from the oldest pending row)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """The result of taking shards: their new generations and who held them before."""
+
+    generations: dict[int, int]
+    previous: dict[int, PreviousOwner] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A pending row as reconciliation needs it: which event, where it goes, since when."""
+
+    id: int
+    event_id: str
+    topic: str
+    created_at: datetime

@@ -15,7 +15,7 @@ from sqlalchemy import Select, bindparam, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from payment_events.outbox.ports import Dead, Published, Retry, truncate_error
+from payment_events.outbox.ports import Dead, Fence, Published, Retry, truncate_error
 from payment_events.outbox.rows import chunks
 from payment_events.outbox.table import UtcDateTime, retry_index_predicate
 
@@ -28,8 +28,38 @@ def engine_options(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "connect_args": connect_args}
 
 
+def fence_sql(lock_check: bool) -> str:
+    """A fenced claim's filter: only shards whose lease row still carries the claimer's owner and
+    generation and, with ``lock_check``, whose advisory lock the claimer's lease connection (backend pid)
+    still holds (one scan of ``pg_locks`` per claim), so a relay whose lease connection died claims
+    nothing more, even before another relay took over.
+
+    Written as ``shard = ANY(ARRAY(subquery))``: an InitPlan computed once, then a plain filter on the
+    pending index scan. As ``shard IN (subquery)`` PostgreSQL flattens it into a semi-join, estimates one
+    row from the function scans, and sorts every pending row instead of reading the index in id order
+    (measured: 1.2 s instead of 0.1 s per 2,000-row claim at 20,000 pending)."""
+    locks = (
+        "        AND l.shard = ANY(ARRAY(SELECT k.objid::integer FROM pg_locks AS k\n"
+        "          WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2 AND k.pid = %(fpid)s\n"
+        "            AND k.classid = CAST(%(fns)s AS bigint)::oid\n"
+        "            AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())))\n"
+        if lock_check
+        else ""
+    )
+    return (
+        "  AND o.shard = ANY(ARRAY(SELECT l.shard FROM payment_events_shard_leases AS l\n"
+        "      WHERE l.namespace = %(fns)s AND l.owner = %(fowner)s\n"
+        "        AND (l.shard, l.generation) IN (\n"
+        "          SELECT * FROM unnest(CAST(%(fshards)s AS SMALLINT[]), CAST(%(fgens)s AS BIGINT[])))\n"
+        + locks
+        + "    ))\n"
+    )
+
+
 @lru_cache(maxsize=32)
-def pg_claim_sql(shard_filter: bool, limit: int, exclude: bool = False) -> str:
+def pg_claim_sql(
+    shard_filter: bool, limit: int, exclude: bool = False, fenced: bool = False, lock_check: bool = False
+) -> str:
     """The claim on PostgreSQL, as SQL text sent through the driver (no per-row type processing).
 
     * State tests are literals, never parameters, so prepared (generic) plans still match the partial
@@ -47,12 +77,15 @@ def pg_claim_sql(shard_filter: bool, limit: int, exclude: bool = False) -> str:
     * The shards are one array parameter: the same text for any shard set.
     * ``exclude``: rows whose ids are in the ``busy`` array parameter are skipped (a batch whose marks
       are still being written; see :meth:`SqlOutboxStore.claim_excluding`).
+    * ``fenced`` (and ``lock_check``): see :func:`fence_sql`; computed once per claim.
     """
     shard_clause = "  AND o.shard = ANY(CAST(%(shards)s AS SMALLINT[]))\n" if shard_filter else ""
     if exclude:
         # A hashed subplan, built once per execution, also in a generic plan (``<> ALL($1)`` would
         # compare every candidate with the whole array there).
         shard_clause += "  AND o.id NOT IN (SELECT unnest(CAST(%(busy)s AS BIGINT[])))\n"
+    if fenced:
+        shard_clause += fence_sql(lock_check)
     return (
         "SELECT o.id, o.event_id, o.event_type, o.schema_version, o.topic, o.key, o.payload, o.headers,"
         " o.shard, o.attempts, o.created_at\n"
@@ -84,26 +117,41 @@ transaction, nothing else on the connection is affected. One statement, one more
 generic plan cached by the server is made under these settings too, because every claim runs under
 them."""
 
-_MARK_PUBLISHED = text(
+_MARK_PUBLISHED_SQL = (
     "UPDATE payment_events_outbox AS o"
     " SET state = 'published', published_at = :now, kafka_partition = v.part, kafka_offset = v.off"
     " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:parts AS INTEGER[]), CAST(:offs AS BIGINT[]))"
     " AS v(id, part, off)"
     " WHERE o.id = v.id AND o.state <> 'published'"
-).bindparams(bindparam("now", type_=UtcDateTime()))
-_MARK_RETRY = text(
+)
+_MARK_RETRY_SQL = (
     "UPDATE payment_events_outbox AS o"
     " SET attempts = o.attempts + 1, next_attempt_at = v.at, last_error = v.err"
     " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:ats AS TIMESTAMPTZ[]), CAST(:errs AS TEXT[]))"
     " AS v(id, at, err)"
     " WHERE o.id = v.id AND o.state = 'pending'"
 )
-_MARK_DEAD = text(
+_MARK_DEAD_SQL = (
     "UPDATE payment_events_outbox AS o"
     " SET state = 'dead', attempts = o.attempts + 1, last_error = v.err"
     " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:errs AS TEXT[])) AS v(id, err)"
     " WHERE o.id = v.id AND o.state = 'pending'"
 )
+_SHARDS_HELD = " AND o.shard = ANY(CAST(:held AS SMALLINT[]))"
+"""Appended to a mark when fenced: only rows of the shards the fence still holds."""
+
+
+def _marks(fenced: bool) -> tuple[Any, Any, Any]:
+    tail = _SHARDS_HELD if fenced else ""
+    return (
+        text(_MARK_PUBLISHED_SQL + tail).bindparams(bindparam("now", type_=UtcDateTime())),
+        text(_MARK_RETRY_SQL + tail),
+        text(_MARK_DEAD_SQL + tail),
+    )
+
+
+_MARKS = _marks(fenced=False)
+_FENCED_MARKS = _marks(fenced=True)
 
 
 class PostgresDialect:
@@ -124,7 +172,13 @@ class PostgresDialect:
 
     @staticmethod
     def claim(
-        conn: Connection, owned: list[int] | None, limit: int, now: datetime, busy: Collection[int]
+        conn: Connection,
+        owned: list[int] | None,
+        limit: int,
+        now: datetime,
+        busy: Collection[int],
+        *,
+        fence: Fence | None = None,
     ) -> list[Any]:
         """The claimed rows as tuples in :data:`~payment_events.outbox.rows.RECORD_COLUMNS` order."""
         params: dict[str, Any] = {"now": now}
@@ -132,7 +186,18 @@ class PostgresDialect:
             params["shards"] = owned
         if busy:
             params["busy"] = list(busy)
-        sql = pg_claim_sql(owned is not None, limit, bool(busy))
+        if fence is not None:
+            shards, generations = fence.pairs()
+            params.update(fns=fence.namespace, fowner=fence.owner, fshards=shards, fgens=generations)
+            if fence.lease_pid is not None:
+                params["fpid"] = fence.lease_pid
+        sql = pg_claim_sql(
+            owned is not None,
+            limit,
+            bool(busy),
+            fenced=fence is not None,
+            lock_check=fence is not None and fence.lease_pid is not None,
+        )
         return fetch_binary(conn, sql, params, (CLAIM_PLAN_PIN,))  # pinned: see CLAIM_PLAN_PIN
 
     def resolve(
@@ -142,14 +207,20 @@ class PostgresDialect:
         published: Sequence[Published],
         retries: Sequence[Retry],
         dead: Sequence[Dead],
+        *,
+        held: Collection[int] | None = None,
     ) -> None:
-        """Mark every outcome with one ``unnest`` UPDATE per kind (and chunk)."""
+        """Mark every outcome with one ``unnest`` UPDATE per kind (and chunk); with ``held``, only rows of
+        those shards (a fenced resolve)."""
         if self.async_marks:
             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        mark_published, mark_retry, mark_dead = _MARKS if held is None else _FENCED_MARKS
+        extra: dict[str, Any] = {} if held is None else {"held": sorted(held)}
         for chunk in chunks(published):
             conn.execute(
-                _MARK_PUBLISHED,
+                mark_published,
                 {
+                    **extra,
                     "now": now,
                     "ids": [p.id for p in chunk],
                     "parts": [p.partition for p in chunk],
@@ -158,8 +229,9 @@ class PostgresDialect:
             )
         for chunk in chunks(retries):
             conn.execute(
-                _MARK_RETRY,
+                mark_retry,
                 {
+                    **extra,
                     "ids": [r.id for r in chunk],
                     "ats": [r.next_attempt_at.astimezone(UTC) for r in chunk],
                     "errs": [truncate_error(r.error) for r in chunk],
@@ -167,7 +239,7 @@ class PostgresDialect:
             )
         for chunk in chunks(dead):
             errors = [truncate_error(d.reason) for d in chunk]
-            conn.execute(_MARK_DEAD, {"ids": [d.id for d in chunk], "errs": errors})
+            conn.execute(mark_dead, {**extra, "ids": [d.id for d in chunk], "errs": errors})
 
     @staticmethod
     def purge_victims(victims: Select[Any]) -> Select[Any]:

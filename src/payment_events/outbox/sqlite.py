@@ -113,6 +113,18 @@ _MARK_DEAD = (
 )
 
 
+_SHARDS_OF = select(_o.c.id, _o.c.shard).where(_o.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def _ids_in_shards(conn: Connection, ids: Sequence[int], shards: set[int]) -> set[int]:
+    """Which of ``ids`` belong to one of ``shards``."""
+    keep: set[int] = set()
+    for start in range(0, len(ids), 500):
+        rows = conn.execute(_SHARDS_OF, {"ids": list(ids[start : start + 500])})
+        keep.update(int(r.id) for r in rows if int(r.shard) in shards)
+    return keep
+
+
 class SqliteDialect:
     """How the store claims, marks and purges on SQLite."""
 
@@ -145,8 +157,17 @@ class SqliteDialect:
         published: Sequence[Published],
         retries: Sequence[Retry],
         dead: Sequence[Dead],
+        *,
+        held: Collection[int] | None = None,
     ) -> None:
-        """Mark every outcome with one ``executemany`` per kind."""
+        """Mark every outcome with one ``executemany`` per kind; with ``held``, only rows of those shards
+        (a fenced resolve: the other rows are dropped from the marks here)."""
+        if held is not None:
+            ids = [p.id for p in published] + [r.id for r in retries] + [d.id for d in dead]
+            keep = _ids_in_shards(conn, ids, set(held))
+            published = [p for p in published if p.id in keep]
+            retries = [r for r in retries if r.id in keep]
+            dead = [d for d in dead if d.id in keep]
         if published:
             conn.execute(
                 _MARK_PUBLISHED,

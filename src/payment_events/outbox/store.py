@@ -25,17 +25,21 @@ from typing import Any
 from sqlalchemy import Select, bindparam, create_engine, delete, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from payment_events.outbox import dead_letters, postgres
+from payment_events.errors import LeaseLostError
+from payment_events.outbox import dead_letters, fencing, postgres
 from payment_events.outbox.dberrors import translated
 from payment_events.outbox.ports import (
     BacklogStats,
     Dead,
     DeadFilter,
     DeadLetter,
+    Fence,
     OutboxRecord,
     OutboxRow,
+    PendingEvent,
     Published,
     Retry,
+    Takeover,
     utc_now,
 )
 from payment_events.outbox.postgres import PostgresDialect
@@ -257,6 +261,85 @@ class SqlOutboxStore:
             statement = delete(_o).where(_o.c.id.in_(victims.scalar_subquery()))
             result = conn.execute(statement, {"older": older_than})
         return int(result.rowcount)
+
+    # ------------------------------------------------------------------------------------- fencing
+    def claim_fenced(
+        self, fence: Fence, limit: int, now: datetime, busy: Collection[int] = ()
+    ) -> list[OutboxRecord]:
+        """:meth:`claim` over the fence's shards, only those it still holds (see
+        :mod:`~payment_events.outbox.fencing`)."""
+        if limit <= 0 or not fence.generations:
+            return []
+        owned = sorted(fence.generations)
+        with self._begin("claim") as conn:
+            if isinstance(self._dialect, PostgresDialect):
+                rows = self._dialect.claim(conn, owned, limit, now, busy, fence=fence)
+            else:
+                # One transaction: the lease check and the claim see the same snapshot.
+                held = sorted(fencing.held_shards(conn, fence))
+                rows = self._dialect.claim(conn, held, limit, now, busy) if held else []
+        return records(rows)
+
+    def resolve_fenced(
+        self, fence: Fence, published: Sequence[Published], retries: Sequence[Retry], dead: Sequence[Dead]
+    ) -> None:
+        """:meth:`resolve` for rows of shards the fence still holds (their lease rows share-locked until
+        the marks commit); raise ``LeaseLostError`` after the commit if some shards were lost."""
+        if not (published or retries or dead):
+            return
+        now = self._clock()
+        published = sorted(published, key=lambda p: p.id)
+        retries = sorted(retries, key=lambda r: r.id)
+        dead = sorted(dead, key=lambda d: d.id)
+        with self._begin("resolve") as conn:
+            held = fencing.held_shards(conn, fence, lock=True)
+            if held:
+                self._dialect.resolve(conn, now, published, retries, dead, held=held)
+        lost = fence.shards - held
+        if lost:
+            raise LeaseLostError(
+                f"{len(lost)} of this relay's shards were taken by another relay (or released): the marks "
+                "of their rows were not written, the new owner publishes them; refreshing the leases"
+            )
+
+    def take_shards(
+        self, namespace: int, owner: str, shards: Collection[int], *, transactional_id: str | None = None
+    ) -> Takeover:
+        """Take ``shards`` for ``owner`` in one transaction (see :func:`~payment_events.outbox.fencing.
+        take_shards`). Without advisory locks: for a relay alone on its outbox (SQLite) and tests."""
+        with self._begin("take shards") as conn:
+            return fencing.take_shards(
+                conn, namespace, owner, shards, transactional_id=transactional_id, now=self._clock()
+            )
+
+    def release_shards(self, namespace: int, owner: str, shards: Collection[int]) -> None:
+        """Clear ``owner`` from ``shards``."""
+        with self._begin("release shards") as conn:
+            fencing.release_shards(conn, namespace, owner, shards)
+
+    def held_shards(self, fence: Fence) -> set[int]:
+        """The shards of ``fence`` still held (owner and generation match)."""
+        with self._begin("check shards") as conn:
+            return fencing.held_shards(conn, fence)
+
+    def settle_shards(self, fence: Fence, shards: Collection[int], at: datetime) -> None:
+        """Record the instant before which every record of ``shards`` is marked (exactly-once mode)."""
+        with self._begin("settle shards") as conn:
+            fencing.settle_shards(conn, fence, shards, at)
+
+    def pending_events(self, fence: Fence) -> list[PendingEvent]:
+        """Every pending row of the shards ``fence`` still holds, in id order (reconciliation)."""
+        with self._begin("list pending") as conn:
+            held = sorted(fencing.held_shards(conn, fence))
+            if not held:
+                return []
+            query = (
+                select(_o.c.id, _o.c.event_id, _o.c.topic, _o.c.created_at)
+                .where(IS_PENDING, _o.c.shard.in_(bindparam("held", expanding=True)))
+                .order_by(_o.c.id)
+            )
+            rows = conn.execute(query, {"held": held}).all()
+        return [PendingEvent(int(r.id), r.event_id, r.topic, r.created_at) for r in rows]
 
     # ----------------------------------------------------------------------------- dead-letter admin
     def list_dead(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from payment_events.errors import ConfigurationError
+from payment_events.errors import ConfigurationError, LeaseLostError
 from payment_events.outbox.ports import (
     ExcludingClaim,
     OutboxRecord,
@@ -278,6 +278,7 @@ class Relay:
         try:
             self._join_marking()
         except Exception as exc:  # noqa: BLE001 - the rows stay pending and are claimed again
+            self._lease_check(exc)
             self._errors += 1
             delay = backoff_delay(
                 self._errors, self.config.backoff_base_seconds, self.config.backoff_cap_seconds, self._rand
@@ -296,6 +297,7 @@ class Relay:
         try:
             report = self.run_once()
         except Exception as exc:  # the relay must survive database and client hiccups
+            self._lease_check(exc)
             self._errors += 1
             delay = backoff_delay(
                 self._errors, self.config.backoff_base_seconds, self.config.backoff_cap_seconds, self._rand
@@ -322,6 +324,11 @@ class Relay:
         elif report.published:
             self._outages = 0
         return report
+
+    def _lease_check(self, exc: Exception) -> None:
+        """A fenced mark found a shard lost: refresh the leases before the next claim."""
+        if isinstance(exc, LeaseLostError):
+            self._next_lease_refresh = 0.0
 
     # ------------------------------------------------------------------ housekeeping
     def _housekeeping(self) -> None:

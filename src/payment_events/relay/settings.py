@@ -14,6 +14,11 @@ from payment_events.relay.decisions import RetryPolicy
 
 DEFAULT_DLQ_TOPIC = "payment.events.dlq"
 
+AT_LEAST_ONCE = "at-least-once"
+EXACTLY_ONCE = "exactly-once"
+DELIVERY_MODES = (AT_LEAST_ONCE, EXACTLY_ONCE)
+
+_TRANSACTIONAL_ID_PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,12 @@ class RelayConfig:
     claim skips the rows still being marked). Used only when every row of the batch was published or
     dead-lettered (any retry marks synchronously), with stores that offer ``claim_excluding``. Same
     guarantees: if the marks fail, the next batch is not marked either."""
+    delivery: str = AT_LEAST_ONCE
+    """``"at-least-once"`` (default) or ``"exactly-once"``: each batch produced in a Kafka transaction
+    whose ``transactional.id`` the next owner of a shard fences, with reconciliation on takeover, so a
+    ``read_committed`` consumer sees every event once (see docs/exactly-once.md)."""
+    transactional_id_prefix: str = "payment-events-relay"
+    """Exactly-once mode: each relay process uses ``<prefix>.<random>`` as its ``transactional.id``."""
     producer_overrides: Mapping[str, Any] = field(default_factory=dict)
     """librdkafka settings merged over the relay's defaults (security settings go here)."""
 
@@ -83,6 +94,12 @@ class RelayConfig:
         check_backoff(self.backoff_base_seconds, self.backoff_cap_seconds)
         if self.lease_takeover_seconds < 2:
             raise ConfigurationError("relay option lease_takeover_seconds must be at least 2 seconds")
+        if self.delivery not in DELIVERY_MODES:
+            raise ConfigurationError(f"relay option delivery must be one of {', '.join(DELIVERY_MODES)}")
+        if not _TRANSACTIONAL_ID_PREFIX.match(self.transactional_id_prefix):
+            raise ConfigurationError(
+                "relay option transactional_id_prefix must be 1-200 letters, digits, '.', '_' or '-'"
+            )
         if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", self.notify_channel):
             raise ConfigurationError("relay option notify_channel must be a lower-case SQL identifier")
 

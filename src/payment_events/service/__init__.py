@@ -26,6 +26,8 @@ from payment_events.relay.settings import RelayConfig
 
 if TYPE_CHECKING:
     from payment_events.kafka.admin import TopicStatus
+    from payment_events.kafka.guard import AdminTopicCatalog
+    from payment_events.relay.dead_letter_copies import DeadLetterCopier
 
 __all__ = [
     "RELAY_GC_THRESHOLD",
@@ -138,9 +140,8 @@ def build_relay(
     from payment_events.kafka.guard import AdminTopicCatalog, GuardedProducer, admin_config
     from payment_events.kafka.producer import KafkaBatchProducer, producer_config
     from payment_events.kafka.topics import validate_topic_name
-    from payment_events.outbox.store import SqlOutboxStore
-    from payment_events.relay.dead_letter_copies import DeadLetterCopier
-    from payment_events.relay.ports import Waker
+    from payment_events.relay.ports import BatchProducer, Waker
+    from payment_events.relay.settings import EXACTLY_ONCE
     from payment_events.relay.wakeup import PostgresNotifyWaker, SleepWaker, SqliteChangeWaker
 
     refuse_async_url(database_url)
@@ -154,40 +155,30 @@ def build_relay(
     try:
         if backend == "sqlite" and url.database and url.database != ":memory:":
             closers.append(_exclusive_sqlite_relay(url.database))
-        store: OutboxStore
-        if store_factory is None:
-            sql_store = SqlOutboxStore.from_url(database_url, shard_count=config.shard_count)
-            closers.append(sql_store.close)
-            store = sql_store
-        else:
-            store = store_factory(database_url, config)
-            close_store = getattr(store, "close", None)
-            if close_store is not None:
-                closers.append(close_store)
-        leases = _leases(database_url, backend, config, closers)
+        store = _store(database_url, config, store_factory, closers)
         catalog = AdminTopicCatalog(admin_config(bootstrap_servers, config.producer_overrides))
-        producer = GuardedProducer(
-            KafkaBatchProducer(
-                producer_config(bootstrap_servers, config.producer_overrides), statistics=kafka_statistics
-            ),
-            catalog,
-            on_topic_state=on_topic_state,
-        )
-        closers.append(lambda: producer.close(0.0))
-        copier = DeadLetterCopier(
-            GuardedProducer(
-                KafkaBatchProducer(
-                    producer_config(
-                        bootstrap_servers,
-                        {**config.producer_overrides, "message.timeout.ms": _DLQ_MESSAGE_TIMEOUT_MS},
-                    )
-                ),
+        producer_settings = producer_config(bootstrap_servers, config.producer_overrides)
+        producer: BatchProducer
+        if config.delivery == EXACTLY_ONCE:
+            from payment_events.kafka.transactions import new_transactional_id
+            from payment_events.service import exactly_once
+
+            txn_id = new_transactional_id(config.transactional_id_prefix)
+            leases, store = _fenced_leases(
+                backend, database_url, store, config, closers, transactional_id=txn_id
+            )
+            # Transactions produce unguarded: a record batch the broker refuses aborts the transaction
+            # and the batch is retried whole (docs/exactly-once.md).
+            store, leases, producer = exactly_once.compose(store, leases, producer_settings, txn_id)
+        else:
+            leases, store = _fenced_leases(backend, database_url, store, config, closers)
+            producer = GuardedProducer(
+                KafkaBatchProducer(producer_settings, statistics=kafka_statistics),
                 catalog,
-            ),
-            timeout=_DLQ_TIMEOUT_SECONDS,
-            backoff_cap_seconds=config.backoff_cap_seconds,
-            threaded=True,
-        )
+                on_topic_state=on_topic_state,
+            )
+        closers.append(lambda: producer.close(0.0))
+        copier = _dead_letter_copier(bootstrap_servers, config, catalog)
         closers.append(lambda: copier.close(0.0))
         waker: Waker = SleepWaker()
         if backend == "postgresql" and config.listen:
@@ -211,28 +202,100 @@ def build_relay(
         raise
     log.info(
         "relay configured",
-        extra={"event": "relay.configured", "backend": backend, "shard_count": config.shard_count},
+        extra={
+            "event": "relay.configured",
+            "backend": backend,
+            "shard_count": config.shard_count,
+            "delivery": config.delivery,
+        },
     )
     return relay
 
 
-def _leases(
-    database_url: str, backend: str, config: RelayConfig, closers: list[Callable[[], object]]
-) -> ShardLeases:
-    """PostgreSQL: advisory-lock leases whose session expires after ``lease_takeover_seconds`` of
-    silence, renewed by a heartbeat thread; SQLite: every shard."""
+def _store(
+    database_url: str,
+    config: RelayConfig,
+    store_factory: StoreFactory | None,
+    closers: list[Callable[[], object]],
+) -> OutboxStore:
+    """The SQL store for ``database_url`` (or what ``store_factory`` builds), its closing registered."""
+    from payment_events.outbox.store import SqlOutboxStore
+
+    if store_factory is None:
+        sql_store = SqlOutboxStore.from_url(database_url, shard_count=config.shard_count)
+        closers.append(sql_store.close)
+        return sql_store
+    store = store_factory(database_url, config)
+    close_store = getattr(store, "close", None)
+    if close_store is not None:
+        closers.append(close_store)
+    return store
+
+
+def _dead_letter_copier(
+    bootstrap_servers: str, config: RelayConfig, catalog: AdminTopicCatalog
+) -> DeadLetterCopier:
+    """Dead-letter copies go through a producer of their own, on a thread of their own, with a short
+    timeout: live traffic never waits for the dead-letter topic."""
+    from payment_events.kafka.guard import GuardedProducer
+    from payment_events.kafka.producer import KafkaBatchProducer, producer_config
+    from payment_events.relay.dead_letter_copies import DeadLetterCopier
+
+    overrides = {**config.producer_overrides, "message.timeout.ms": _DLQ_MESSAGE_TIMEOUT_MS}
+    return DeadLetterCopier(
+        GuardedProducer(KafkaBatchProducer(producer_config(bootstrap_servers, overrides)), catalog),
+        timeout=_DLQ_TIMEOUT_SECONDS,
+        backoff_cap_seconds=config.backoff_cap_seconds,
+        threaded=True,
+    )
+
+
+def _fenced_leases(
+    backend: str,
+    database_url: str,
+    store: OutboxStore,
+    config: RelayConfig,
+    closers: list[Callable[[], object]],
+    *,
+    transactional_id: str | None = None,
+) -> tuple[ShardLeases, OutboxStore]:
+    """The relay's shard leases and its store, fenced by them (see :mod:`payment_events.outbox.fencing`):
+    advisory locks plus lease generations on PostgreSQL (the lease session expires after
+    ``lease_takeover_seconds`` of silence and a heartbeat thread renews it), lease generations alone on
+    SQLite."""
+    from payment_events.outbox.fencing import (
+        FenceableStore,
+        FencedLeases,
+        FencedOutboxStore,
+        TableShardLeases,
+    )
     from payment_events.outbox.lease_heartbeat import LeaseHeartbeat
     from payment_events.outbox.leases import AllShards, PostgresShardLeases
 
-    if backend != "postgresql":
-        return AllShards(config.shard_count)
-    leases = PostgresShardLeases(
-        database_url, shard_count=config.shard_count, takeover_seconds=config.lease_takeover_seconds
+    leases: ShardLeases
+    fenced: FencedLeases | None = None
+    if backend == "postgresql":
+        pg_leases = PostgresShardLeases(
+            database_url,
+            shard_count=config.shard_count,
+            takeover_seconds=config.lease_takeover_seconds,
+            transactional_id=transactional_id,
+        )
+        closers.append(pg_leases.close)
+        heartbeat = LeaseHeartbeat(pg_leases, config.lease_takeover_seconds / 4).start()
+        closers.append(heartbeat.stop)
+        leases = fenced = pg_leases
+    elif isinstance(store, FenceableStore):
+        leases = fenced = TableShardLeases(store, config.shard_count, transactional_id=transactional_id)
+    else:
+        leases = AllShards(config.shard_count)
+    if fenced is not None and isinstance(store, FenceableStore):
+        return leases, FencedOutboxStore(store, fenced)  # every claim and mark checks the generation
+    log.warning(
+        "the outbox store cannot check lease generations: claims and marks are not fenced",
+        extra={"event": "relay.unfenced"},
     )
-    closers.append(leases.close)
-    heartbeat = LeaseHeartbeat(leases, config.lease_takeover_seconds / 4).start()
-    closers.append(heartbeat.stop)
-    return leases
+    return leases, store
 
 
 def _exclusive_sqlite_relay(database: str) -> Callable[[], object]:

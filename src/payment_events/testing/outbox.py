@@ -11,6 +11,10 @@ it like :class:`~payment_events.outbox.publisher.OutboxPublisher` does.
 
 These fakes are for *your* unit tests. They are never a substitute for PostgreSQL or Kafka in
 payment-events' own integration tests.
+
+Why this module is longer than the house's 400 lines: ``InMemoryOutboxStore`` is one class that mirrors
+the whole store port (claims, marks, backlog, purge, dead-letter admin, lease generations); the contract
+suite holds it to the SQL store line by line.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from payment_events.errors import LeaseLostError
 from payment_events.events.publisher import PublishMethodsMixin
 from payment_events.outbox.headers import parse_headers
 from payment_events.outbox.inserts import DEFAULT_TOPIC
@@ -33,10 +38,14 @@ from payment_events.outbox.ports import (
     BacklogStats,
     Dead,
     DeadLetter,
+    Fence,
     OutboxRecord,
     OutboxRow,
+    PendingEvent,
+    PreviousOwner,
     Published,
     Retry,
+    Takeover,
     row_defect,
     truncate_error,
     utc_now,
@@ -150,6 +159,9 @@ class InMemoryOutboxStore:
         self._lock = threading.Lock()
         self._ids = _Counter()
         self._rows: dict[int, OutboxRow] = {}
+        self._leases: dict[tuple[int, int], tuple[str | None, int, str | None]] = {}
+        """(namespace, shard) -> (owner, generation, transactional id): the lease table."""
+        self._settled: dict[tuple[int, int], datetime] = {}
         self._header_problems: dict[int, str] = {}
         """Rows whose ``headers_json`` could not be parsed, by id (what is wrong with it)."""
 
@@ -226,31 +238,125 @@ class InMemoryOutboxStore:
         """Apply the outcomes atomically; a published row never changes again."""
         now = self.clock()
         with self._lock:
-            for p in published:
-                row = self._rows.get(p.id)
-                if row is not None and row.state != PUBLISHED:
-                    self._rows[p.id] = replace(
-                        row,
-                        state=PUBLISHED,
-                        published_at=now,
-                        kafka_partition=p.partition,
-                        kafka_offset=p.offset,
-                    )
-            for r in retries:
-                row = self._rows.get(r.id)
-                if row is not None and row.state == PENDING:
-                    self._rows[r.id] = replace(
-                        row,
-                        attempts=row.attempts + 1,
-                        next_attempt_at=r.next_attempt_at,
-                        last_error=truncate_error(r.error),
-                    )
-            for d in dead:
-                row = self._rows.get(d.id)
-                if row is not None and row.state == PENDING:
-                    self._rows[d.id] = replace(
-                        row, state=DEAD, attempts=row.attempts + 1, last_error=truncate_error(d.reason)
-                    )
+            self._apply(now, published, retries, dead, None)
+
+    def _apply(
+        self,
+        now: datetime,
+        published: Sequence[Published],
+        retries: Sequence[Retry],
+        dead: Sequence[Dead],
+        held: set[int] | None,
+    ) -> None:
+        def rows_of(ids: Iterable[int]) -> Iterator[OutboxRow]:
+            for row_id in ids:
+                row = self._rows.get(row_id)
+                if row is not None and (held is None or row.shard in held):
+                    yield row
+
+        by_id = {p.id: p for p in published}
+        for row in rows_of(by_id):
+            p = by_id[row.id]
+            if row.state != PUBLISHED:
+                self._rows[p.id] = replace(
+                    row,
+                    state=PUBLISHED,
+                    published_at=now,
+                    kafka_partition=p.partition,
+                    kafka_offset=p.offset,
+                )
+        retry_by_id = {r.id: r for r in retries}
+        for row in rows_of(retry_by_id):
+            r = retry_by_id[row.id]
+            if row.state == PENDING:
+                self._rows[r.id] = replace(
+                    row,
+                    attempts=row.attempts + 1,
+                    next_attempt_at=r.next_attempt_at,
+                    last_error=truncate_error(r.error),
+                )
+        dead_by_id = {d.id: d for d in dead}
+        for row in rows_of(dead_by_id):
+            d = dead_by_id[row.id]
+            if row.state == PENDING:
+                self._rows[d.id] = replace(
+                    row, state=DEAD, attempts=row.attempts + 1, last_error=truncate_error(d.reason)
+                )
+
+    # ------------------------------------------------------------------------------ fencing
+    def take_shards(
+        self, namespace: int, owner: str, shards: Collection[int], *, transactional_id: str | None = None
+    ) -> Takeover:
+        """Take ``shards`` for ``owner``: bump their generations (see ``outbox.fencing``)."""
+        generations: dict[int, int] = {}
+        previous: dict[int, PreviousOwner] = {}
+        with self._lock:
+            for shard in sorted(set(shards)):
+                old = self._leases.get((namespace, shard))
+                if old is not None:
+                    previous[shard] = PreviousOwner(old[0], old[2], self._settled.get((namespace, shard)))
+                generation = 1 if old is None else old[1] + 1
+                self._leases[(namespace, shard)] = (owner, generation, transactional_id)
+                generations[shard] = generation
+        return Takeover(generations, previous)
+
+    def release_shards(self, namespace: int, owner: str, shards: Collection[int]) -> None:
+        """Clear ``owner`` from ``shards`` it holds."""
+        with self._lock:
+            for shard in shards:
+                old = self._leases.get((namespace, shard))
+                if old is not None and old[0] == owner:
+                    self._leases[(namespace, shard)] = (None, old[1], old[2])
+
+    def held_shards(self, fence: Fence) -> set[int]:
+        """The shards of ``fence`` whose owner and generation still match."""
+        with self._lock:
+            return self._held(fence)
+
+    def _held(self, fence: Fence) -> set[int]:
+        held = set()
+        for shard, generation in fence.generations.items():
+            lease = self._leases.get((fence.namespace, shard))
+            if lease is not None and lease[0] == fence.owner and lease[1] == generation:
+                held.add(shard)
+        return held
+
+    def settle_shards(self, fence: Fence, shards: Collection[int], at: datetime) -> None:
+        """Record the instant before which every record of ``shards`` is marked."""
+        with self._lock:
+            for shard in set(shards) & fence.shards:
+                lease = self._leases.get((fence.namespace, shard))
+                if lease is not None and lease[0] == fence.owner:
+                    self._settled[(fence.namespace, shard)] = at
+
+    def pending_events(self, fence: Fence) -> list[PendingEvent]:
+        """Every pending row of the shards the fence still holds, in id order."""
+        with self._lock:
+            held = self._held(fence)
+            return [
+                PendingEvent(r.id, r.event_id, r.topic, r.created_at)
+                for r in sorted(self._rows.values(), key=lambda r: r.id)
+                if r.state == PENDING and r.shard in held
+            ]
+
+    def claim_fenced(
+        self, fence: Fence, limit: int, now: datetime, busy: Collection[int] = ()
+    ) -> list[OutboxRecord]:
+        """:meth:`claim` over the shards the fence still holds."""
+        held = self.held_shards(fence)
+        return self.claim_excluding(held, limit, now, busy) if held else []
+
+    def resolve_fenced(
+        self, fence: Fence, published: Sequence[Published], retries: Sequence[Retry], dead: Sequence[Dead]
+    ) -> None:
+        """:meth:`resolve` for rows of shards the fence still holds; ``LeaseLostError`` if some were lost."""
+        now = self.clock()
+        with self._lock:
+            held = self._held(fence)
+            self._apply(now, published, retries, dead, held)
+        lost = fence.shards - held
+        if lost:
+            raise LeaseLostError(f"{len(lost)} of this relay's shards were taken by another relay")
 
     def backlog(self, now: datetime) -> BacklogStats:
         """The same numbers the SQL store reports."""

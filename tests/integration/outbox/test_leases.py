@@ -6,11 +6,17 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from payment_events.errors import LeaseLostError
 from payment_events.outbox.leases import AllShards, PostgresShardLeases
+from payment_events.outbox.migrate import upgrade
+from payment_events.outbox.ports import Published
+from payment_events.outbox.store import SqlOutboxStore
+from tests.integration.relay_support import migrated_engine, payment_event, write
 
 SHARDS = 64
 
@@ -18,6 +24,7 @@ SHARDS = 64
 @pytest.fixture
 def make_leases(pg_url: str) -> Iterator[Callable[..., PostgresShardLeases]]:
     """Factory of lease holders (each its own connection), all closed after the test."""
+    upgrade(pg_url)  # the fenced leases write their generations into payment_events_shard_leases
     made: list[PostgresShardLeases] = []
 
     def make(shard_count: int = SHARDS, namespace: int = 4242) -> PostgresShardLeases:
@@ -161,3 +168,83 @@ def test_all_shards_is_every_shard() -> None:
     assert leases.refresh() == frozenset(range(8))
     leases.release_all()
     assert leases.refresh() == frozenset(range(8))
+
+
+def _terminate(pg_url: str, pid: int) -> None:
+    """pg_terminate_backend(pid) and wait until it is gone."""
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+    finally:
+        engine.dispose()
+    _wait_gone(pg_url, pid)
+
+
+def test_a_relay_whose_lease_connection_died_claims_nothing_even_before_it_notices(
+    pg_url: str, make_leases: Callable[..., PostgresShardLeases]
+) -> None:
+    """Its lease connection terminated and nobody else took over yet, the old fence claims no row."""
+    victim = make_leases()
+    victim.refresh()
+    fence = victim.fence
+    assert fence is not None
+    assert fence.shards == frozenset(range(SHARDS))
+    engine = migrated_engine(pg_url)
+    store = SqlOutboxStore(engine)
+    try:
+        write(engine, "t", [payment_event(f"pay-{i}", i) for i in range(20)])
+        assert len(store.claim_fenced(fence, 100, datetime.now(UTC))) == 20
+        assert victim.backend_pid is not None
+        _terminate(pg_url, victim.backend_pid)
+        assert store.claim_fenced(fence, 100, datetime.now(UTC)) == []  # no refresh in between
+    finally:
+        engine.dispose()
+
+
+def test_a_takeover_fences_the_old_owners_claims_and_marks(
+    pg_url: str, make_leases: Callable[..., PostgresShardLeases]
+) -> None:
+    """Once another instance took the shards, the old owner's fence claims nothing and marks nothing."""
+    old = make_leases()
+    old.refresh()
+    fence = old.fence
+    assert fence is not None
+    assert old.backend_pid is not None
+    engine = migrated_engine(pg_url)
+    store = SqlOutboxStore(engine)
+    try:
+        write(engine, "t", [payment_event(f"pay-{i}", i) for i in range(10)])
+        claimed = store.claim_fenced(fence, 100, datetime.now(UTC))
+        assert len(claimed) == 10
+        _terminate(pg_url, old.backend_pid)
+        new = make_leases()
+        assert new.refresh() == frozenset(range(SHARDS))
+        new_fence = new.fence
+        assert new_fence is not None
+        assert all(new_fence.generations[s] == fence.generations[s] + 1 for s in range(SHARDS))
+        with pytest.raises(LeaseLostError):
+            store.resolve_fenced(fence, [Published(r.id, 0, i) for i, r in enumerate(claimed)], [], [])
+        assert len(store.claim_fenced(new_fence, 100, datetime.now(UTC))) == 10  # still pending
+        assert store.claim_fenced(fence, 100, datetime.now(UTC)) == []
+    finally:
+        engine.dispose()
+
+
+def test_rebalancing_releases_before_unlocking_so_the_releaser_is_fenced(
+    make_leases: Callable[..., PostgresShardLeases],
+) -> None:
+    """A shard given up to a newcomer is no longer in the first instance's fence, and its old fence
+    for that shard no longer holds."""
+    first = make_leases()
+    first.refresh()
+    before = first.fence
+    assert before is not None
+    second = make_leases()
+    refresh_all([first, second])
+    after = first.fence
+    assert after is not None
+    assert second.fence is not None
+    assert after.shards == first.owned
+    assert second.fence.shards == second.owned
+    assert not after.shards & second.fence.shards

@@ -325,3 +325,15 @@ def test_property_per_key_ordered_delivery_never_violates_and_drops_are_lost(
     assert report.overall.order_violations == 0
     assert report.overall.lost == len([i for i in drop if i < len(plan)])
     assert report.overall.duplicates == sum(c for i, (_, c) in enumerate(plan) if i not in drop)
+
+
+def test_an_exactly_once_audit_fails_on_any_duplicate() -> None:
+    """The same duplicate that an at-least-once audit accepts fails an exactly-once audit (exit 1)."""
+    report = reconcile([row(1, offset=0)], [msg("ev-1", 0), msg("ev-1", 1)])
+    assert report.ok
+    report.exactly_once = True
+    assert not report.ok
+    assert report.exit_code == EXIT_FAILED
+    clean = reconcile([row(1, offset=0)], [msg("ev-1", 0)])
+    clean.exactly_once = True
+    assert clean.exit_code == EXIT_CLEAN

@@ -14,7 +14,7 @@ from payment_events.outbox.store import SqlOutboxStore
 
 
 def test_upgrade_creates_the_table_indexes_and_version(tmp_path: Path) -> None:
-    """A fresh database gets the outbox table, its partial indexes and the head revision."""
+    """A fresh database gets the outbox table, its partial indexes, the lease table and the head revision."""
     url = f"sqlite:///{tmp_path / 'app.db'}"
     assert migrate.current_revision(url) is None
     migrate.upgrade(url)
@@ -22,7 +22,11 @@ def test_upgrade_creates_the_table_indexes_and_version(tmp_path: Path) -> None:
     engine = create_engine(url)
     try:
         inspector = inspect(engine)
-        assert set(inspector.get_table_names()) == {"payment_events_outbox", migrate.VERSION_TABLE}
+        assert set(inspector.get_table_names()) == {
+            "payment_events_outbox",
+            "payment_events_shard_leases",
+            migrate.VERSION_TABLE,
+        }
         assert {i["name"] for i in inspector.get_indexes("payment_events_outbox")} == {
             "ix_payment_events_outbox_pending",
             "ix_payment_events_outbox_retry",
