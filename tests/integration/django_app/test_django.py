@@ -153,7 +153,8 @@ _PG_COLUMNS = """
 SELECT table_name, column_name, ordinal_position, data_type, character_maximum_length, is_nullable,
        column_default, is_identity, identity_generation
 FROM information_schema.columns
-WHERE table_schema = 'public' AND table_name IN ('payment_events_outbox', 'payment_events_alembic_version')
+WHERE table_schema = 'public'
+  AND table_name IN ('payment_events_outbox', 'payment_events_alembic_version', 'payment_events_shard_leases')
 ORDER BY table_name, ordinal_position
 """
 _PG_CONSTRAINTS = """
@@ -194,7 +195,7 @@ def sqlite_schema(path: Path) -> dict[str, Any]:
     normalized) of the outbox tables, and the recorded version."""
     conn = sqlite3.connect(path)
     try:
-        tables = ("payment_events_outbox", "payment_events_alembic_version")
+        tables = ("payment_events_outbox", "payment_events_alembic_version", "payment_events_shard_leases")
         return {
             "columns": {t: conn.execute(f"PRAGMA table_info({t})").fetchall() for t in tables},
             # (name, unique, origin, partial), by name: the sequence number only tells creation order
@@ -217,8 +218,8 @@ def test_django_migration_equals_alembic_on_postgres(django_project: DjangoProje
     and recorded version in PostgreSQL's catalog."""
     migrate.upgrade(pg_url)
     alembic, django_made = pg_schema(pg_url), pg_schema(django_project.pg_url)
-    assert len(alembic["columns"]) == 18  # 17 outbox columns and version_num
-    assert len(alembic["indexes"]) == 7  # 4 partial, the primary keys and the unique event_id
+    assert len(alembic["columns"]) == 25  # 17 outbox columns, version_num, 7 lease columns
+    assert len(alembic["indexes"]) == 8  # 4 partial, the three primary keys and the unique event_id
     assert django_made == alembic
 
 
@@ -227,7 +228,7 @@ def test_django_migration_equals_alembic_on_sqlite(django_project: DjangoProject
     path = tmp_path / "alembic.sqlite3"
     migrate.upgrade(f"sqlite:///{path}")
     alembic, django_made = sqlite_schema(path), sqlite_schema(django_project.sqlite_path)
-    assert len(alembic["sql"]) == 6  # two tables, four partial indexes
+    assert len(alembic["sql"]) == 7  # three tables, four partial indexes
     assert django_made == alembic
 
 
