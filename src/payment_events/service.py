@@ -133,10 +133,12 @@ def build_relay(
                 closers.append(close_store)
         leases = _leases(database_url, backend, config, closers)
         catalog = AdminTopicCatalog(admin_config(bootstrap_servers, config.producer_overrides))
+        live_config = producer_config(bootstrap_servers, config.producer_overrides)
         producer = GuardedProducer(
-            KafkaBatchProducer(producer_config(bootstrap_servers, config.producer_overrides)),
+            KafkaBatchProducer(live_config),
             catalog,
             on_topic_state=on_topic_state,
+            message_max_bytes=int(live_config.get("message.max.bytes", 1_000_000)),
         )
         closers.append(lambda: producer.close(0.0))
         copier = DeadLetterCopier(
