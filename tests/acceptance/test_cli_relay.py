@@ -52,7 +52,9 @@ def test_relay_publishes_serves_health_alerts_and_stops_gracefully(
         relay.wait_serving()
         wait_for(lambda: relay.get("/readyz")[0] == 200, 30, "readiness")
         _, ready = relay.get_json("/readyz")
-        assert ready["checks"] == {"database": True, "broker": True, "shards": True, "running": True}
+        assert ready["checks"] == {
+            "database": True, "broker": True, "shards": True, "running": True, "topics": True, "started": True
+        }
 
         engine = migrated_engine(pg_url)
         try:

@@ -32,7 +32,7 @@ def test_write_path_harness_counts_every_transaction(pg_url: str) -> None:
     result = run_write_path(pg_url, pairs=10, warmup=3)
     assert result["payment_alone_ms"]["count"] == 10
     assert result["payment_plus_outbox_ms"]["count"] == 10
-    assert result["outbox_rows_written"] == 3 * (10 + 3)
+    assert result["outbox_rows_written"] == 4 * (10 + 3)  # B, BU, C and RB each write one row
 
 
 def test_drain_harness_publishes_every_event(

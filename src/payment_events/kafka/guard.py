@@ -54,6 +54,10 @@ def admin_config(bootstrap_servers: str, producer_overrides: Mapping[str, Any]) 
     return config
 
 
+def _raw_size(message: Producible) -> int:
+    return len(message.payload) + len(message.key) + sum(len(n) + len(v) for n, v in message.headers)
+
+
 def batch_bytes_below(limit: int) -> int:
     """The ``batch.size`` that keeps a record batch (framing included) under a ``limit``-byte cap."""
     return max(1, min(limit - 1024, limit - limit // 16))
@@ -144,7 +148,11 @@ class AdminTopicCatalog:
 
 
 class GuardedProducer:
-    """A :class:`~payment_events.relay.ports.BatchProducer` that isolates topics (see the module doc)."""
+    """A :class:`~payment_events.relay.ports.BatchProducer` that isolates topics (see the module doc).
+
+    ``message_max_bytes`` is the producer's ``message.max.bytes``: a message at least that large is
+    refused by librdkafka on its own, so a size error for it is final and triggers no re-send.
+    """
 
     def __init__(
         self,
@@ -153,9 +161,11 @@ class GuardedProducer:
         *,
         on_topic_state: Callable[[str, bool], None] | None = None,
         recheck_seconds: float = 10.0,
+        message_max_bytes: int = 1_000_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._inner = inner
+        self._alone_limit = message_max_bytes
         self._catalog = catalog
         self._on_topic_state = on_topic_state
         self._recheck = recheck_seconds
@@ -257,7 +267,10 @@ class GuardedProducer:
         failed_keys: dict[bytes, int] = {}
         for i in send:
             outcome = outcomes[i]
-            if isinstance(outcome, DeliveryError) and outcome.code in SIZE_CODES:
+            # A message above the producer's message.max.bytes is refused by librdkafka before it joins
+            # any record batch: too large by itself, nothing to re-send.
+            alone = _raw_size(messages[i]) >= self._alone_limit
+            if isinstance(outcome, DeliveryError) and outcome.code in SIZE_CODES and not alone:
                 failed_keys.setdefault(messages[i].key, i)
         if not failed_keys:
             return

@@ -35,6 +35,8 @@ class Copy:
     message: OutgoingMessage
     outbox_id: int
     event_id: str
+    stripped: bool = False
+    """Just refused as too large and stripped of its payload: to be sent again at once."""
 
 
 def without_payload(message: OutgoingMessage) -> OutgoingMessage:
@@ -105,20 +107,14 @@ class DeadLetterCopier:
                 return 0
             batch = list(self._pending)
             self._pending.clear()
-        outcomes = self._producer.produce_batch([c.message for c in batch], self._timeout)
-        retry: list[Copy] = []
-        code = ""
-        sent = 0
-        for copy, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, Delivered):
-                sent += 1
-                continue
-            if isinstance(outcome, DeliveryError) and outcome.code in SIZE_CODES and copy.message.payload:
-                retry.append(replace(copy, message=without_payload(copy.message)))
-                code = code or outcome.code
-                continue
-            retry.append(copy)
-            code = code or getattr(outcome, "code", "NO_REPORT")
+        retry, sent, code = self._send(batch)
+        stripped = [c for c in retry if c.stripped]
+        if stripped:  # refused as too large: sent again at once without the payload
+            retry = [c for c in retry if not c.stripped]
+            again, more, again_code = self._send([replace(c, stripped=False) for c in stripped])
+            retry += again
+            sent += more
+            code = code or again_code
         with self._lock:
             self.copied += sent
             if retry:
@@ -140,6 +136,23 @@ class DeadLetterCopier:
                 self._next_attempt = 0.0
         return sent
 
+    def _send(self, batch: list[Copy]) -> tuple[list[Copy], int, str]:
+        """One produce of ``batch``: (copies to retry, copies sent, first failure code). A copy refused as
+        too large comes back without its payload, flagged ``stripped``."""
+        outcomes = self._producer.produce_batch([c.message for c in batch], self._timeout)
+        retry: list[Copy] = []
+        code = ""
+        sent = 0
+        for copy, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Delivered):
+                sent += 1
+            elif isinstance(outcome, DeliveryError) and outcome.code in SIZE_CODES and copy.message.payload:
+                retry.append(replace(copy, message=without_payload(copy.message), stripped=True))
+            else:
+                retry.append(copy)
+                code = code or getattr(outcome, "code", "NO_REPORT")
+        return retry, sent, code
+
     def close(self, timeout: float) -> None:
         """Stop the thread, try once more (bounded), then log what could not be copied."""
         with self._lock:
@@ -148,8 +161,9 @@ class DeadLetterCopier:
         if self._thread is not None:
             self._thread.join(timeout + self._timeout)
         with self._lock:
+            healthy = self._failures == 0
             self._next_attempt = 0.0
-        if self.pending:
+        if self.pending and healthy:  # one last bounded try, unless the topic is known to be failing
             self.pump()
         with self._lock:
             left = list(self._pending)

@@ -176,6 +176,7 @@ def build_relay(
                 KafkaBatchProducer(producer_settings, statistics=kafka_statistics),
                 catalog,
                 on_topic_state=on_topic_state,
+                message_max_bytes=int(producer_settings.get("message.max.bytes", 1_000_000)),
             )
         closers.append(lambda: producer.close(0.0))
         copier = _dead_letter_copier(bootstrap_servers, config, catalog)
