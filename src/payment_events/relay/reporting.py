@@ -7,6 +7,7 @@ never keys or payloads.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import datetime
 
 from payment_events.outbox.ports import OutboxRecord
@@ -20,34 +21,67 @@ log = logging.getLogger("payment_events.relay.reporting")
 
 def dead_letter(producer: BatchProducer, topic: str, resolution: Resolution, timeout: float) -> None:
     """Copy dead rows to the dead-letter ``topic``; the database state stays the source of truth, so a
-    failed copy is logged (``relay.dlq_failed``) and the row is still marked dead."""
+    failed copy is logged (``relay.dlq_failed``) and the row is still marked dead.
+
+    One WARNING line per batch (``relay.dead_lettered``: count, counts by reason code and by topic, the
+    first and last outbox id) and at most one ERROR line for failed copies: 20,000 dead events write a
+    few lines, not 20,000. Each row's ids are logged at DEBUG (``relay.dead_lettered_row``).
+    """
     messages = [dlq_message(topic, rec, code, reason) for rec, code, reason in resolution.dead_records]
     outcomes = producer.produce_batch(messages, timeout)
+    failed_codes: list[str] = []
+    failed_ids: list[int] = []
+    debug = log.isEnabledFor(logging.DEBUG)
     for (record, code, _), outcome in zip(resolution.dead_records, outcomes, strict=True):
         failed = not isinstance(outcome, Delivered)
-        log.warning(
-            "event dead-lettered",
-            extra={
-                "event": "relay.dead_lettered",
-                "outbox_id": record.id,
-                "event_id": record.event_id,
-                "topic": record.topic,
-                "attempt": record.attempts + 1,
-                "code": code,
-                "dlq_produced": not failed,
-            },
-        )
         if failed:
-            log.error(
-                "could not copy a dead event to the dead-letter topic; it is dead in the database",
+            failed_codes.append(str(getattr(outcome, "code", "NO_REPORT")))
+            failed_ids.append(record.id)
+        if debug:
+            log.debug(
+                "event dead-lettered",
                 extra={
-                    "event": "relay.dlq_failed",
+                    "event": "relay.dead_lettered_row",
                     "outbox_id": record.id,
                     "event_id": record.event_id,
-                    "topic": topic,
-                    "code": getattr(outcome, "code", "NO_REPORT"),
+                    "topic": record.topic,
+                    "attempt": record.attempts + 1,
+                    "code": code,
+                    "dlq_produced": not failed,
                 },
             )
+    records = resolution.dead_records
+    if not records:
+        return
+    reasons = Counter(code for _, code, _ in records)
+    ids = [record.id for record, _, _ in records]
+    log.warning(
+        f"{len(records)} event(s) dead-lettered ("
+        + ", ".join(f"{code}: {n}" for code, n in sorted(reasons.items()))
+        + "); `payment-events dlq list` shows them",
+        extra={
+            "event": "relay.dead_lettered",
+            "count": len(records),
+            "reasons": dict(sorted(reasons.items())),
+            "topics": dict(sorted(Counter(record.topic for record, _, _ in records).items())),
+            "first_outbox_id": min(ids),
+            "last_outbox_id": max(ids),
+            "dlq_produced": len(records) - len(failed_ids),
+        },
+    )
+    if failed_ids:
+        log.error(
+            f"could not copy {len(failed_ids)} dead event(s) to the dead-letter topic; they are dead in "
+            "the database",
+            extra={
+                "event": "relay.dlq_failed",
+                "count": len(failed_ids),
+                "topic": topic,
+                "codes": dict(sorted(Counter(failed_codes).items())),
+                "first_outbox_id": min(failed_ids),
+                "last_outbox_id": max(failed_ids),
+            },
+        )
 
 
 def report(observer: RelayObserver, resolution: Resolution, now: datetime) -> None:
