@@ -118,7 +118,7 @@ class SecureBroker(ThrowawayBroker):
 
     username = "payment-events"
 
-    def __init__(self, workdir: Path) -> None:  # noqa: D107 - the class docstring says it all
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.ssl_port, self.sasl_port, plain_port, controller = (free_port() for _ in range(4))
         self.port = plain_port

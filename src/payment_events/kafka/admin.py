@@ -113,18 +113,25 @@ def _partition_counts(
 ) -> dict[str, int]:
     from confluent_kafka import KafkaException
 
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        if errors is not None:
-            admin.poll(0.2)  # serves the error callbacks: why the brokers could not be reached
-            cause = connection_failure(errors, config or {})
-            if cause is not None:
-                raise ConfigurationError(cause) from None
-        raise TransientPublishError(
-            f"cannot reach the Kafka brokers to check topics ({exc.args[0].name()}); "
-            "is bootstrap.servers right?"
-        ) from None
+    deadline = time.monotonic() + timeout
+    while True:
+        # Short attempts, so that a broker refusing our credentials or certificate (reported through
+        # the error callback, served by poll) stops us at once instead of after the whole timeout.
+        left = deadline - time.monotonic()
+        try:
+            metadata = admin.list_topics(timeout=max(0.1, min(left, 2.0) if errors is not None else left))
+            break
+        except KafkaException as exc:
+            if errors is not None:
+                admin.poll(0.1)  # serves the error callbacks: why the brokers could not be reached
+                cause = connection_failure(errors, config or {})
+                if cause is not None:
+                    raise ConfigurationError(cause) from None
+            if errors is None or time.monotonic() >= deadline:
+                raise TransientPublishError(
+                    f"cannot reach the Kafka brokers to check topics ({exc.args[0].name()}); "
+                    "is bootstrap.servers right?"
+                ) from None
     return {
         name: len(meta.partitions) for name, meta in metadata.topics.items() if meta.error is None
     }
