@@ -36,12 +36,13 @@ def load_settings(
             values[name] = value
             sources[name] = f"config file {str(path)!r}"
     fields = Settings.model_fields
+    file_client = (values.get("kafka_client"), sources.get("kafka_client", ""))
     for name in fields:
         var = env_var(name)
         if var in env and env[var] != "":
             values[name] = env[var]
             sources[name] = "the environment"
-    _merge_kafka_client(values, sources, env)
+    _merge_kafka_client(values, sources, env, file_client)
     for name, value in (overrides or {}).items():
         if value is None:
             continue
@@ -55,13 +56,19 @@ def load_settings(
         raise ConfigurationError(_explain(exc, sources, values)) from None
 
 
-def _merge_kafka_client(values: dict[str, object], sources: dict[str, str], env: Mapping[str, str]) -> None:
+def _merge_kafka_client(
+    values: dict[str, object],
+    sources: dict[str, str],
+    env: Mapping[str, str],
+    file_client: tuple[object, str],
+) -> None:
     """``kafka_client`` merges key by key: the file's table < ``PAYMENT_EVENTS_KAFKA_CLIENT`` pairs <
     ``PAYMENT_EVENTS_KAFKA_CLIENT__<KEY>`` variables (each parsed and checked on its own, so an error
-    names the variable)."""
+    names the variable or the file)."""
     merged: dict[str, str] = {}
-    if "kafka_client" in values and sources["kafka_client"].startswith("config file"):
-        merged.update(_checked_client(values["kafka_client"], sources["kafka_client"]))
+    file_value, file_source = file_client
+    if file_value is not None:
+        merged.update(_checked_client(file_value, file_source))
     var = env_var("kafka_client")
     if env.get(var):
         merged.update(_checked_client(env[var], f"the environment ({var})"))
