@@ -203,7 +203,9 @@ def _console_value(value: object) -> str:
     return json.dumps(text) if (" " in text or not text) else text
 
 
-REPEATING_EVENTS = frozenset({"relay.brokers_down", "relay.producer_error"})
+REPEATING_EVENTS = frozenset(
+    {"relay.brokers_down", "relay.producer_error", "relay.auth_failed", "relay.tls_failed"}
+)
 """Our own warnings that repeat while a condition lasts (on top of every librdkafka line)."""
 
 

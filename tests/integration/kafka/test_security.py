@@ -5,11 +5,13 @@ wrong password or an unknown CA fails with a message that says so and never show
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from payment_events.config import Settings, load_settings
 from payment_events.errors import ConfigurationError
@@ -155,6 +157,31 @@ def test_wrong_password_says_authentication_failed_and_never_prints_it(
     assert secure_broker.password not in output
     events = [json.loads(line).get("event") for line in result.stderr.splitlines() if line.startswith("{")]
     assert "kafka.auth_failed" in events
+
+
+def test_relay_producer_with_a_wrong_password_logs_auth_failed_and_delivers_nothing(
+    secure_broker: SecureBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A running relay whose credentials the brokers refuse gets no ack (its rows stay pending) and logs
+    relay.auth_failed at ERROR, without the password."""
+    settings = settings_for(secure_broker, "SASL_SSL", tmp_path)
+    prepare_topics(settings)
+    wrong = "Wr0ng-" + uuid.uuid4().hex
+    bad = settings.model_copy(update={"kafka_sasl_password": SecretStr(wrong)})
+    config = bad.to_relay_config()
+    producer = KafkaBatchProducer(producer_config(bad.kafka_bootstrap_servers, config.producer_overrides))
+    caplog.set_level(logging.DEBUG)
+    try:
+        (outcome,) = producer.produce_batch(
+            [OutgoingMessage(settings.topic, b"pay-1", b"{}", (("ce_id", b"evt-1"),))], 5.0
+        )
+    finally:
+        producer.close(0.0)
+    assert not isinstance(outcome, Delivered)
+    refused = [r for r in caplog.records if getattr(r, "event", None) == "relay.auth_failed"]
+    assert refused
+    assert refused[0].levelno == logging.ERROR
+    assert wrong not in caplog.text
 
 
 def test_a_broker_certificate_the_ca_does_not_sign_is_refused(
