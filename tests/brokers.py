@@ -108,3 +108,50 @@ class ThrowawayBroker:
             self.process.kill()
             self.process.wait(30)
         self.process = None
+
+
+class SecureBroker(ThrowawayBroker):
+    """A private broker with an SSL listener and a SASL_SSL (SCRAM-SHA-512) listener, its CA and broker
+    certificate (SAN localhost, 127.0.0.1) made by openssl at start-up and a SCRAM user created when its
+    storage is formatted, all by ``scripts/services secure-config`` (the same config `scripts/services
+    up --secure` runs). Reading ``ca``, ``username`` and ``password`` gives what a client needs."""
+
+    username = "payment-events"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.ssl_port, self.sasl_port, plain_port, controller = (free_port() for _ in range(4))
+        self.port = plain_port
+        self.bootstrap = f"127.0.0.1:{plain_port}"
+        self.ssl_bootstrap = f"127.0.0.1:{self.ssl_port}"
+        self.sasl_bootstrap = f"127.0.0.1:{self.sasl_port}"
+        self.process = None
+        services = ROOT / "scripts" / "services"
+        subprocess.run(
+            [str(services), "secure-config", str(workdir), str(self.ssl_port), str(self.sasl_port),
+             str(plain_port), str(controller)],
+            check=True, capture_output=True, timeout=120,
+        )
+        self.config = workdir / "server.properties"
+        self.ca = workdir / "ca.pem"
+        self.password = (workdir / "scram.password").read_text().strip()
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        subprocess.run(
+            [*self._java("kafka.tools.StorageTool"), "format", "--standalone", f"--cluster-id={cluster_id}",
+             "-c", str(self.config), "--add-scram",
+             f"SCRAM-SHA-512=[name={self.username},password={self.password}]"],
+            check=True, capture_output=True, timeout=120,
+        )
+
+    def _answers(self) -> bool:
+        """The TLS listener answers a metadata request with a certificate the CA verifies."""
+        assert self.process is not None
+        assert self.process.poll() is None, "the secure broker exited"
+        kcat = shutil.which("kcat")
+        assert kcat is not None
+        probe = subprocess.run(
+            [kcat, "-L", "-b", self.ssl_bootstrap, "-X", "security.protocol=ssl",
+             "-X", f"ssl.ca.location={self.ca}", "-m", "2"],
+            capture_output=True, check=False,
+        )
+        return probe.returncode == 0 and b"1 brokers" in probe.stdout

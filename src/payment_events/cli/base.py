@@ -46,7 +46,7 @@ def settings_options(*groups: str) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         for name in reversed(cfg.option_names()):
             group = cfg.option_group(name)
-            if group not in groups or group == "logging" or cfg.is_secret(name):
+            if group not in groups or group == "logging" or not cfg.has_flag(name):
                 continue
             default = cfg.option_default(name)
             shown = cfg.mask_url(default) if isinstance(default, str) else default

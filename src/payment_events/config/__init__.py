@@ -5,6 +5,7 @@
 from payment_events.config.options import (
     env_var,
     flag,
+    has_flag,
     is_secret,
     option_default,
     option_form,
@@ -29,6 +30,7 @@ __all__ = [
     "Settings",
     "env_var",
     "flag",
+    "has_flag",
     "is_secret",
     "load_settings",
     "mask_url",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from payment_events.config.settings import ENV_PREFIX, SECRET_FIELDS, Settings
+from payment_events.config.settings import ENV_PREFIX, NO_FLAG_FIELDS, SECRET_FIELDS, Settings
 
 
 def env_var(name: str) -> str:
@@ -26,6 +26,12 @@ def option_names() -> list[str]:
 def is_secret(name: str) -> bool:
     """Whether a setting is a secret (masked when shown, no command-line flag)."""
     return name in SECRET_FIELDS
+
+
+def has_flag(name: str) -> bool:
+    """Whether a setting has a command-line flag: not the secrets, not ``kafka_client`` (it may hold
+    secret keys, and a flag shows in ``ps``)."""
+    return name not in SECRET_FIELDS and name not in NO_FLAG_FIELDS
 
 
 def option_group(name: str) -> str:

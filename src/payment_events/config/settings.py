@@ -7,6 +7,11 @@ SSL key password, the alert webhook URL, the password inside the database URL) a
 are ``SecretStr`` or masked, they have no command-line flag (a flag would show in ``ps``), and
 :meth:`Settings.masked` is what ``config show`` prints.
 
+Any other librdkafka setting goes in ``kafka_client`` (TOML ``[kafka.client]``, the environment variable
+``PAYMENT_EVENTS_KAFKA_CLIENT`` as ``key=value`` pairs, or one variable per setting,
+``PAYMENT_EVENTS_KAFKA_CLIENT__SOCKET_TIMEOUT_MS`` for ``socket.timeout.ms``); settings that have their own
+option, that would weaken delivery, or that are callbacks are refused, and secret-looking keys are masked.
+
 Invalid values raise :class:`~payment_events.errors.ConfigurationError` naming the option, where it came
 from (environment variable, flag, file) and the expected form. Nothing here imports SQLAlchemy or
 confluent_kafka, so loading settings is fast.
@@ -34,6 +39,7 @@ from pydantic import (
     model_validator,
 )
 
+from payment_events.config.kafka_client import masked_kafka_client, parse_kafka_client
 from payment_events.dburl import async_url_problem, mask_url
 from payment_events.errors import ConfigurationError
 
@@ -66,9 +72,16 @@ _RELAY_FIELDS = {
     "relay_lease_takeover": "lease_takeover_seconds",
 }
 """Settings that are relay options: their limits are the relay's (:data:`RELAY_LIMITS`)."""
-SECRET_FIELDS = frozenset({"kafka_sasl_password", "kafka_ssl_key_password", "alert_webhook_url"})
-
-
+SECRET_FIELDS = frozenset(
+    {
+        "kafka_sasl_password",
+        "kafka_ssl_key_password",
+        "kafka_sasl_oauthbearer_client_secret",
+        "alert_webhook_url",
+    }
+)
+NO_FLAG_FIELDS = frozenset({"kafka_client"})
+"""Options without a command-line flag besides the secrets: ``kafka_client`` may hold secret keys."""
 def parse_duration(value: object) -> float:
     """Seconds from ``500ms``, ``30s``, ``5m``, ``2h``, ``7d`` or a bare number of seconds."""
     if isinstance(value, bool):
@@ -111,6 +124,15 @@ def _opt(default: Any, group: str, form: str, help_text: str) -> Any:
 Duration = float
 """Seconds; accepted as ``500ms``, ``30s``, ``5m``, ``2h``, ``7d`` or a number."""
 
+_OAUTH_FIELDS = (
+    "kafka_sasl_oauthbearer_token_endpoint_url",
+    "kafka_sasl_oauthbearer_client_id",
+    "kafka_sasl_oauthbearer_client_secret",
+    "kafka_sasl_oauthbearer_scope",
+    "kafka_sasl_oauthbearer_extensions",
+)
+"""The OAUTHBEARER (OIDC) options; the first three are required with that mechanism."""
+
 
 class Settings(BaseModel):
     """Every knob of payment-events. Frozen; build it with :func:`load_settings`."""
@@ -144,12 +166,46 @@ class Settings(BaseModel):
     kafka_ssl_key_password: SecretStr | None = _opt(
         None, "kafka", "a string (secret; environment or file only)", "Password of the client key."
     )
-    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] | None = _opt(
-        None, "kafka", "SCRAM-SHA-512 (recommended), SCRAM-SHA-256 or PLAIN", "SASL mechanism."
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "OAUTHBEARER"] | None = _opt(
+        None,
+        "kafka",
+        "SCRAM-SHA-512 (recommended), SCRAM-SHA-256, PLAIN or OAUTHBEARER (OIDC)",
+        "SASL mechanism.",
     )
     kafka_sasl_username: str | None = _opt(None, "kafka", "a string", "SASL username.")
     kafka_sasl_password: SecretStr | None = _opt(
         None, "kafka", "a string (secret; environment or file only)", "SASL password. Never printed."
+    )
+    kafka_sasl_oauthbearer_token_endpoint_url: str | None = _opt(
+        None,
+        "kafka",
+        "an https:// URL (http:// only for a local identity provider)",
+        "OAUTHBEARER (OIDC): the identity provider's token endpoint (client credentials grant).",
+    )
+    kafka_sasl_oauthbearer_client_id: str | None = _opt(
+        None, "kafka", "a string", "OAUTHBEARER (OIDC): the client id registered at the identity provider."
+    )
+    kafka_sasl_oauthbearer_client_secret: SecretStr | None = _opt(
+        None,
+        "kafka",
+        "a string (secret; environment or file only)",
+        "OAUTHBEARER (OIDC): the client secret. Never printed.",
+    )
+    kafka_sasl_oauthbearer_scope: str | None = _opt(
+        None, "kafka", "scopes separated by spaces", "OAUTHBEARER (OIDC): scope requested with the token."
+    )
+    kafka_sasl_oauthbearer_extensions: str | None = _opt(
+        None,
+        "kafka",
+        "key=value pairs separated by commas",
+        "OAUTHBEARER: SASL extensions (Confluent Cloud: logicalCluster=lkc-123,identityPoolId=pool-456).",
+    )
+    kafka_client: dict[str, str] = _opt(
+        {},
+        "kafka",
+        "librdkafka settings: a [kafka.client] table, key=value pairs separated by commas, or "
+        "PAYMENT_EVENTS_KAFKA_CLIENT__<KEY> variables (dots as _)",
+        "Any other librdkafka setting (e.g. socket.timeout.ms, client.rack); secret keys are masked.",
     )
     # topics
     topic: str = _opt(
@@ -298,6 +354,34 @@ class Settings(BaseModel):
             _checked_topic(topic, f"the topic route for {event_type}")
         return routing
 
+    @field_validator("kafka_client", mode="before")
+    @classmethod
+    def _kafka_client(cls, value: object) -> dict[str, str]:
+        return parse_kafka_client(value)
+
+    @field_validator("kafka_sasl_oauthbearer_token_endpoint_url")
+    @classmethod
+    def _token_endpoint(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError("expected an https:// URL")
+            if parts.password is not None:
+                raise ValueError(
+                    "expected a URL without a password (set kafka_sasl_oauthbearer_client_secret)"
+                )
+        return value
+
+    @field_validator("kafka_sasl_oauthbearer_extensions")
+    @classmethod
+    def _extensions(cls, value: str | None) -> str | None:
+        if value is not None:
+            for item in value.split(","):
+                key, sep, text = item.partition("=")
+                if not sep or not key.strip() or not text.strip():
+                    raise ValueError(f"expected key=value pairs separated by commas; {item!r} is not one")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -416,23 +500,43 @@ class Settings(BaseModel):
                 f"relay_backoff_cap ({self.relay_backoff_cap:g}s): a relay pausing during a broker outage "
                 "would otherwise look dead to /healthz"
             )
-        if self.kafka_security_protocol.startswith("SASL_"):
-            missing = [
-                name
-                for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
-                if getattr(self, name) is None
-            ]
-            if missing:
-                raise ValueError(
-                    f"kafka_security_protocol {self.kafka_security_protocol} needs " + ", ".join(missing)
-                )
+        self._check_sasl()
         return self
+
+    def _check_sasl(self) -> None:
+        """The SASL options agree with the protocol and the mechanism."""
+        oauth = [name for name in _OAUTH_FIELDS if getattr(self, name) is not None]
+        mechanism = self.kafka_sasl_mechanism
+        if oauth and mechanism != "OAUTHBEARER":
+            raise ValueError(f"{oauth[0]} is only used with kafka_sasl_mechanism OAUTHBEARER")
+        if not self.kafka_security_protocol.startswith("SASL_"):
+            if mechanism == "OAUTHBEARER":
+                raise ValueError("kafka_sasl_mechanism OAUTHBEARER needs kafka_security_protocol SASL_SSL")
+            return
+        if mechanism == "OAUTHBEARER":
+            needed: tuple[str, ...] = _OAUTH_FIELDS[:3]
+            extra = [n for n in ("kafka_sasl_username", "kafka_sasl_password") if getattr(self, n)]
+            if extra:
+                raise ValueError(f"{extra[0]} is not used with kafka_sasl_mechanism OAUTHBEARER (OIDC)")
+        else:
+            needed = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            what = "kafka_sasl_mechanism OAUTHBEARER" if mechanism == "OAUTHBEARER" else (
+                f"kafka_security_protocol {self.kafka_security_protocol}"
+            )
+            raise ValueError(f"{what} needs " + ", ".join(missing))
 
     # -- views ------------------------------------------------------------------------------------
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
-            yield name, (mask_url(value) if name == "database_url" and isinstance(value, str) else value)
+            if name == "database_url" and isinstance(value, str):
+                yield name, mask_url(value)
+            elif name == "kafka_client" and isinstance(value, dict):
+                yield name, masked_kafka_client(value)
+            else:
+                yield name, value
 
     def masked(self) -> dict[str, Any]:
         """Every setting as JSON-friendly values, secrets replaced by ``***`` (or absent as ``null``)."""
@@ -443,6 +547,8 @@ class Settings(BaseModel):
                 out[name] = None if value is None else "***"
             elif name == "database_url":
                 out[name] = mask_url(value)
+            elif name == "kafka_client":
+                out[name] = masked_kafka_client(value)
             elif isinstance(value, Path):
                 out[name] = str(value)
             elif isinstance(value, dict):
@@ -463,6 +569,7 @@ class Settings(BaseModel):
             "client.id": self.kafka_client_id,
             "security.protocol": self.kafka_security_protocol.lower(),
         }
+        oauth = self.kafka_sasl_mechanism == "OAUTHBEARER"
         optional: dict[str, object] = {
             "ssl.ca.location": self.kafka_ssl_ca_location,
             "ssl.certificate.location": self.kafka_ssl_certificate_location,
@@ -471,11 +578,19 @@ class Settings(BaseModel):
             "sasl.mechanism": self.kafka_sasl_mechanism,
             "sasl.username": self.kafka_sasl_username,
             "sasl.password": self.kafka_sasl_password,
+            # OIDC: librdkafka fetches and refreshes the token itself (client credentials grant).
+            "sasl.oauthbearer.method": "oidc" if oauth else None,
+            "sasl.oauthbearer.token.endpoint.url": self.kafka_sasl_oauthbearer_token_endpoint_url,
+            "sasl.oauthbearer.client.id": self.kafka_sasl_oauthbearer_client_id,
+            "sasl.oauthbearer.client.secret": self.kafka_sasl_oauthbearer_client_secret,
+            "sasl.oauthbearer.scope": self.kafka_sasl_oauthbearer_scope,
+            "sasl.oauthbearer.extensions": self.kafka_sasl_oauthbearer_extensions,
         }
         for key, value in optional.items():
             if value is None:
                 continue
             conf[key] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        conf.update(self.kafka_client)  # checked at load: no key above, nothing weakening delivery
         return conf
 
     def to_relay_config(self) -> RelayConfig:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from payment_events.config.options import env_var, flag, is_secret, option_form
+from payment_events.config.kafka_client import KAFKA_CLIENT_ENV_PREFIX, env_key, parse_kafka_client
+from payment_events.config.options import env_var, flag, has_flag, is_secret, option_form
 from payment_events.config.settings import CONFIG_FILE_ENV, ENV_PREFIX, Settings
 from payment_events.dburl import mask_url
 from payment_events.errors import ConfigurationError
@@ -35,11 +36,13 @@ def load_settings(
             values[name] = value
             sources[name] = f"config file {str(path)!r}"
     fields = Settings.model_fields
+    file_client = (values.get("kafka_client"), sources.get("kafka_client", ""))
     for name in fields:
         var = env_var(name)
         if var in env and env[var] != "":
             values[name] = env[var]
             sources[name] = "the environment"
+    _merge_kafka_client(values, sources, env, file_client)
     for name, value in (overrides or {}).items():
         if value is None:
             continue
@@ -53,6 +56,41 @@ def load_settings(
         raise ConfigurationError(_explain(exc, sources, values)) from None
 
 
+def _merge_kafka_client(
+    values: dict[str, object],
+    sources: dict[str, str],
+    env: Mapping[str, str],
+    file_client: tuple[object, str],
+) -> None:
+    """``kafka_client`` merges key by key: the file's table < ``PAYMENT_EVENTS_KAFKA_CLIENT`` pairs <
+    ``PAYMENT_EVENTS_KAFKA_CLIENT__<KEY>`` variables (each parsed and checked on its own, so an error
+    names the variable or the file)."""
+    merged: dict[str, str] = {}
+    file_value, file_source = file_client
+    if file_value is not None:
+        merged.update(_checked_client(file_value, file_source))
+    var = env_var("kafka_client")
+    if env.get(var):
+        merged.update(_checked_client(env[var], f"the environment ({var})"))
+    for name in sorted(env):
+        key = env_key(name)
+        if key is not None and env[name] != "":
+            merged.update(_checked_client({key: env[name]}, f"the environment ({name})"))
+    if merged or "kafka_client" in values:
+        values["kafka_client"] = merged
+        sources["kafka_client"] = "the environment and/or the config file"
+
+
+def _checked_client(value: object, source: str) -> dict[str, str]:
+    try:
+        return parse_kafka_client(value)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"invalid setting kafka_client [{env_var('kafka_client')} or {KAFKA_CLIENT_ENV_PREFIX}<KEY>] "
+            f"from {source}: {exc}"
+        ) from None
+
+
 def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
     """``PAYMENT_EVENTS_*`` variables that match no option (likely typos); the CLI warns about them."""
     env = os.environ if environ is None else environ
@@ -63,6 +101,7 @@ def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
         if k.startswith(ENV_PREFIX)
         and not k.startswith(ENV_PREFIX + "TEST_")
         and k != CONFIG_FILE_ENV
+        and env_key(k) is None
         and k[len(ENV_PREFIX) :].lower() not in fields
     )
 
@@ -110,9 +149,11 @@ def _explain(exc: ValidationError, sources: Mapping[str, str], values: Mapping[s
         name = str(loc[0]) if loc else ""
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         if name in Settings.model_fields:
-            names = env_var(name) if is_secret(name) else f"{env_var(name)} or {flag(name)}"
+            names = f"{env_var(name)} or {flag(name)}" if has_flag(name) else env_var(name)
             source = sources.get(name, "the default")
-            shown = "" if is_secret(name) or name not in values else f" (got {_short(values[name])})"
+            # kafka_client may hold secret keys: its value is never echoed either.
+            hidden = is_secret(name) or name == "kafka_client" or name not in values
+            shown = "" if hidden else f" (got {_short(values[name])})"
             if not message.startswith("expected"):
                 message = f"{message}; expected {option_form(name)}"
             lines.append(f"invalid setting {name} [{names}] from {source}{shown}: {message}")

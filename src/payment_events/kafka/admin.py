@@ -52,9 +52,10 @@ def ensure_topics(
     names = [validate_topic_name(t) for t in dict.fromkeys(topics)]
     _check_numbers(partitions, replication_factor, min_insync_replicas)
     client_log = logging.getLogger("payment_events.kafka.admin.librdkafka")
-    client_config: dict[str, Any] = {"logger": client_log, **admin_config}
+    errors: list[Any] = []
+    client_config: dict[str, Any] = {"logger": client_log, **admin_config, "error_cb": errors.append}
     admin = AdminClient(client_config)
-    existing = _partition_counts(admin, timeout)
+    existing = _partition_counts(admin, timeout, errors, client_config)
     missing = [n for n in names if n not in existing]
     if missing and not create:
         raise ConfigurationError(
@@ -107,14 +108,28 @@ def _check_numbers(partitions: int, replication_factor: int, min_insync_replicas
         )
 
 
-def _partition_counts(admin: Any, timeout: float) -> dict[str, int]:
+def _partition_counts(
+    admin: Any, timeout: float, errors: list[Any] | None = None, config: Mapping[str, Any] | None = None
+) -> dict[str, int]:
     from confluent_kafka import KafkaException
 
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        error = exc.args[0]
-        raise TransientPublishError(broker_error_text(error.name(), str(error.str()))) from None
+    deadline = time.monotonic() + timeout
+    while True:
+        # Short attempts, so that a broker refusing our credentials or certificate (reported through
+        # the error callback, served by poll) stops us at once instead of after the whole timeout.
+        left = deadline - time.monotonic()
+        try:
+            metadata = admin.list_topics(timeout=max(0.1, min(left, 2.0) if errors is not None else left))
+            break
+        except KafkaException as exc:
+            if errors is not None:
+                admin.poll(0.1)  # serves the error callbacks: why the brokers could not be reached
+                cause = connection_failure(errors, config or {})
+                if cause is not None:
+                    raise ConfigurationError(cause) from None
+            if errors is None or time.monotonic() >= deadline:
+                error = exc.args[0]
+                raise TransientPublishError(broker_error_text(error.name(), str(error.str()))) from None
     return {
         name: len(meta.partitions) for name, meta in metadata.topics.items() if meta.error is None
     }
@@ -133,6 +148,44 @@ def broker_error_text(code: str, message: str) -> str:
             "kafka_security_protocol, kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password"
         )
     return f"cannot reach the Kafka brokers to check topics ({code}: {detail}); is bootstrap.servers right?"
+
+
+def connection_failure(errors: Sequence[Any], config: Mapping[str, Any]) -> str | None:
+    """What an operator must fix when the client errors (``KafkaError`` objects from ``error_cb``) show the
+    brokers answered but refused us: authentication or the TLS handshake. None for other failures.
+
+    The message names the mechanism, user and CA file, never the password.
+    """
+    protocol = str(config.get("security.protocol", "plaintext")).upper()
+    for error in errors:
+        code = error.name()
+        text = str(error.str())
+        if code == "_AUTHENTICATION" or "authentication failed" in text.lower():
+            mechanism = config.get("sasl.mechanism", config.get("sasl.mechanisms", "?"))
+            user = config.get("sasl.username")
+            who = f" as user {user!r}" if user else ""
+            return (
+                f"Kafka authentication failed (SASL {mechanism}{who} over {protocol}): the brokers refused "
+                "the credentials; check kafka_sasl_username and kafka_sasl_password (or the OAUTHBEARER "
+                "client id and secret) and that the user exists on the cluster"
+            )
+        if code == "_SSL" or "ssl handshake failed" in text.lower() or "certificate verify" in text.lower():
+            ca = config.get("ssl.ca.location")
+            where = f"the CA file {ca}" if ca else "the system's CAs (kafka_ssl_ca_location unset)"
+            return (
+                f"TLS handshake with the Kafka brokers failed ({_tls_reason(text)}); the broker's "
+                f"certificate must be signed by {where} and name the host in bootstrap.servers"
+            )
+    return None
+
+
+def _tls_reason(text: str) -> str:
+    lowered = text.lower()
+    if "certificate verify failed" in lowered:
+        return "certificate verify failed"
+    if "plaintext" in lowered:
+        return "the listener does not speak TLS"
+    return "handshake refused"
 
 
 def _wait_for_leaders(admin: Any, names: Sequence[str], timeout: float) -> None:

@@ -169,6 +169,13 @@ class KafkaBatchProducer:
             )
         elif error.code() == KafkaError._ALL_BROKERS_DOWN:
             log.warning("all brokers are down", extra={"event": "relay.brokers_down"})
+        elif error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            # Credentials or certificates the brokers refuse: nothing retrying fixes (summarised in logs).
+            tls = error.code() == KafkaError._SSL
+            log.error(
+                "the Kafka brokers refused the " + ("TLS handshake" if tls else "credentials"),
+                extra={"event": "relay.tls_failed" if tls else "relay.auth_failed", "code": error.name()},
+            )
         else:
             log.debug("producer error", extra={"event": "relay.producer_error", "code": error.name()})
 

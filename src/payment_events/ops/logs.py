@@ -15,6 +15,14 @@ fields whose names look secret (``password``, ``token``, ...), anything in a mes
 like a card number (the detector of :mod:`payment_events.events.card_numbers`) or a password in a
 URL, and it drops payload-like fields (``payload``, ``value``, ``body``) from any record above DEBUG, so
 payloads never reach info logs.
+
+One set of keys on every line: ``ts``, ``level``, ``logger``, ``event`` (a stable short name) and
+``message`` (human text), then the fields. A line logged by its event name alone gets the name in words as
+its message (``relay.batch_published`` -> ``relay batch published``); free text logged without an event
+name (a library's line) gets the logger's name as its event, never the text. librdkafka's lines are
+rewritten by :class:`~payment_events.ops.kafka_logs.KafkaClientLogFilter` (level, ``kafka.*`` event,
+text as message). :class:`RepeatSummaryFilter` lets the first of a run of repeated warnings through, then
+one line per interval with how many were held back (librdkafka's connection failures, brokers down).
 """
 
 from __future__ import annotations
@@ -23,11 +31,15 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
 from payment_events.events.card_numbers import redact_card_numbers
+from payment_events.ops.kafka_logs import KafkaClientLogFilter
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -122,7 +134,7 @@ class RedactingFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, event, then the fields (and ``exc`` if any)."""
+    """One JSON object per line: ts, level, logger, event, message, then the fields (and ``exc`` if any)."""
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as a JSON line."""
@@ -132,9 +144,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": event,
+            "message": message,
         }
-        if message is not None:
-            out["message"] = message
         for key, value in fields.items():
             out.setdefault(key, value)
         if record.exc_info and not record.exc_text:
@@ -153,7 +164,7 @@ class ConsoleFormatter(logging.Formatter):
         event, message, extra = _parts(record)
         fields = " ".join(f"{k}={_console_value(v)}" for k, v in extra.items())
         line = f"{stamp} {record.levelname:<7} {event}"
-        if message is not None:
+        if message != _words(event):
             line = f"{line}: {message}"
         if fields:
             line = f"{line}  {fields}"
@@ -164,16 +175,27 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
-def _parts(record: logging.LogRecord) -> tuple[str, str | None, dict[str, Any]]:
-    """(event name, human message or None, other fields). Two styles are accepted: the message is the
-    event name (``log.info("relay.started", extra=...)``), or an ``event`` field names it and the
-    message is prose (``log.info("relay started", extra={"event": "relay.started"})``)."""
+def _parts(record: logging.LogRecord) -> tuple[str, str, dict[str, Any]]:
+    """(event name, human message, other fields). Two styles are accepted: the message is the event name
+    (``log.info("relay.started", extra=...)``: the message is the name in words), or an ``event`` field
+    names it and the message is prose (``log.info("relay started", extra={"event": "relay.started"})``).
+    Prose without an event name (a library's line) gets the logger's name as its event."""
     fields = record_fields(record)
     message = record.getMessage()
     event = fields.pop("event", None)
     if isinstance(event, str) and event:
-        return event, (None if message == event else message), fields
-    return message, None, fields
+        return event, (_words(event) if message == event else message), fields
+    if _EVENT_NAME_RE.match(message):
+        return message, _words(message), fields
+    return record.name or "root", message, fields
+
+
+_EVENT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+
+
+def _words(event: str) -> str:
+    """``relay.batch_published`` -> ``relay batch published``."""
+    return event.replace(".", " ").replace("_", " ")
 
 
 def _console_value(value: object) -> str:
@@ -181,12 +203,84 @@ def _console_value(value: object) -> str:
     return json.dumps(text) if (" " in text or not text) else text
 
 
+REPEATING_EVENTS = frozenset(
+    {"relay.brokers_down", "relay.producer_error", "relay.auth_failed", "relay.tls_failed"}
+)
+"""Our own warnings that repeat while a condition lasts (on top of every librdkafka line)."""
+
+
+@dataclass(slots=True)
+class _Run:
+    """A run of one repeated line: when its current window started and how many were held back."""
+
+    started: float
+    held: int = 0
+
+
+class RepeatSummaryFilter(logging.Filter):
+    """Lets the first of a run of repeated warnings through, then at most one line per ``interval``
+    seconds carrying ``repeated`` (how many like it were held back since the last line shown).
+
+    A line repeats when it has the same logger, event and ``broker`` as an earlier one. It applies to
+    WARNING and above from librdkafka (records with a ``kafka_client`` field, set by
+    :class:`~payment_events.ops.kafka_logs.KafkaClientLogFilter`) and to the ``events`` given; other
+    lines always pass. What is held back after the last line shown is counted in the next one (if the
+    condition never recurs, the count is not written: the metrics tell how long it lasted).
+    """
+
+    def __init__(
+        self,
+        interval: float = 30.0,
+        *,
+        events: Collection[str] = REPEATING_EVENTS,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.interval = interval
+        self._events = frozenset(events)
+        self._clock = clock
+        self._max_keys = max_keys
+        self._runs: dict[tuple[str, str, str], _Run] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a repeat inside the current window; otherwise True (with ``repeated`` if any)."""
+        if record.levelno < logging.WARNING:
+            return True
+        event = getattr(record, "event", None)
+        if not isinstance(event, str):
+            event = record.msg if isinstance(record.msg, str) else ""
+        if not hasattr(record, "kafka_client") and event not in self._events:
+            return True
+        key = (record.name, event, str(getattr(record, "broker", "")))
+        now = self._clock()
+        with self._lock:
+            run = self._runs.get(key)
+            if run is not None and now - run.started < self.interval:
+                run.held += 1
+                return False
+            held = run.held if run is not None else 0
+            if run is None and len(self._runs) >= self._max_keys:
+                oldest = min(self._runs, key=lambda k: self._runs[k].started)
+                del self._runs[oldest]
+            self._runs[key] = _Run(now)
+        if held:
+            record.repeated = held
+            record.repeat_window_seconds = round(self.interval, 3)
+        return True
+
+
 def configure_logging(
-    log_format: LogFormat = "auto", level: str | int = "INFO", stream: IO[str] | None = None
+    log_format: LogFormat = "auto",
+    level: str | int = "INFO",
+    stream: IO[str] | None = None,
+    repeat_interval: float = 30.0,
 ) -> logging.Handler:
     """Install one redacting handler on the root logger (replacing a previous one of ours) and return it.
 
-    ``auto`` picks the console format when ``stream`` is a terminal and JSON lines otherwise.
+    ``auto`` picks the console format when ``stream`` is a terminal and JSON lines otherwise. Repeated
+    warnings (see :class:`RepeatSummaryFilter`) are summarised once per ``repeat_interval`` seconds.
     """
     target = stream if stream is not None else sys.stderr
     chosen = log_format
@@ -194,6 +288,10 @@ def configure_logging(
         chosen = "console" if getattr(target, "isatty", lambda: False)() else "json"
     handler = logging.StreamHandler(target)
     handler.setFormatter(JsonFormatter() if chosen == "json" else ConsoleFormatter())
+    # Order matters: librdkafka lines get their event name first, repeats are then held back (so they
+    # cost nothing more), and what remains is redacted.
+    handler.addFilter(KafkaClientLogFilter())
+    handler.addFilter(RepeatSummaryFilter(repeat_interval))
     handler.addFilter(RedactingFilter())
     from payment_events.tracing import TraceContextFilter
 

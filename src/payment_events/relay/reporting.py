@@ -7,6 +7,7 @@ never keys or payloads.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import datetime
 
 from payment_events.outbox.ports import OutboxRecord
@@ -19,24 +20,48 @@ log = logging.getLogger("payment_events.relay.reporting")
 
 
 def dead_letter_copies(topic: str | None, resolution: Resolution) -> list[Copy]:
-    """Log every dead row (``relay.dead_lettered``) and return its copy for the dead-letter ``topic``
-    (none when ``topic`` is ``None``). The rows are marked dead before the copies are sent: the database
-    state is the truth, a copy is sent (and retried) by the relay's ``DeadLetterCopier``."""
+    """Log the batch's dead rows and return each one's copy for the dead-letter ``topic`` (none when
+    ``topic`` is ``None``). The rows are marked dead before the copies are sent: the database state is the
+    truth, a copy is sent (and retried) by the relay's ``DeadLetterCopier``.
+
+    One WARNING line per batch (``relay.dead_lettered``: count, counts by reason code and by topic, the
+    first and last outbox id): 20,000 dead events write a few lines, not 20,000. Each row's ids are
+    logged at DEBUG (``relay.dead_lettered_row``).
+    """
+    records = resolution.dead_records
     copies: list[Copy] = []
-    for record, code, reason in resolution.dead_records:
-        log.warning(
-            "event dead-lettered",
-            extra={
-                "event": "relay.dead_lettered",
-                "outbox_id": record.id,
-                "event_id": record.event_id,
-                "topic": record.topic,
-                "attempt": record.attempts + 1,
-                "code": code,
-            },
-        )
+    debug = log.isEnabledFor(logging.DEBUG)
+    for record, code, reason in records:
+        if debug:
+            log.debug(
+                "event dead-lettered",
+                extra={
+                    "event": "relay.dead_lettered_row",
+                    "outbox_id": record.id,
+                    "event_id": record.event_id,
+                    "topic": record.topic,
+                    "attempt": record.attempts + 1,
+                    "code": code,
+                },
+            )
         if topic:
             copies.append(Copy(dlq_message(topic, record, code, reason), record.id, record.event_id))
+    if records:
+        reasons = Counter(code for _, code, _ in records)
+        ids = [record.id for record, _, _ in records]
+        log.warning(
+            f"{len(records)} event(s) dead-lettered ("
+            + ", ".join(f"{code}: {n}" for code, n in sorted(reasons.items()))
+            + "); `payment-events dlq list` shows them",
+            extra={
+                "event": "relay.dead_lettered",
+                "count": len(records),
+                "reasons": dict(sorted(reasons.items())),
+                "topics": dict(sorted(Counter(record.topic for record, _, _ in records).items())),
+                "first_outbox_id": min(ids),
+                "last_outbox_id": max(ids),
+            },
+        )
     return copies
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from payment_events.events.card_numbers import luhn_valid
-from payment_events.ops.logs import configure_logging, get_logger, redact_text
+from payment_events.ops.logs import RepeatSummaryFilter, configure_logging, get_logger, redact_text
 
 
 @pytest.fixture
@@ -144,3 +144,106 @@ def test_event_field_style_keeps_the_event_name(stream: io.StringIO) -> None:
     assert line["event"] == "relay.started"
     assert line["message"] == "relay started"
     assert line["batch_size"] == 5
+
+
+BASE_KEYS = {"ts", "level", "logger", "event", "message"}
+
+
+def test_every_line_has_event_and_message_whatever_the_style(stream: io.StringIO) -> None:
+    """Event-name calls, extra={"event"} prose, plain prose, librdkafka lines and exceptions all carry
+    the same base keys, with a stable event name and human text."""
+    get_logger("payment_events.relay").info("relay.batch_published", count=3)
+    logging.getLogger("payment_events.relay.loop").warning("relay paused", extra={"event": "relay.outage"})
+    logging.getLogger("alembic.runtime.migration").warning("Running upgrade 0001 -> 0002, retry index")
+    logging.getLogger("payment_events.kafka").log(
+        logging.ERROR,
+        "%s [%s] %s",
+        "FAIL",
+        "rdkafka#producer-1",
+        "[thrd:127.0.0.1:1/bootstrap]: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: "
+        "Connection refused (after 0ms in state CONNECT)",
+    )
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        get_logger("t").exception("relay.crashed")
+    lines = _lines(stream)
+    assert len(lines) == 5
+    for line in lines:
+        assert set(line) >= BASE_KEYS, line
+        assert " " not in str(line["event"]), line
+    named, prose, library, kafka, crashed = lines
+    assert (named["event"], named["message"]) == ("relay.batch_published", "relay batch published")
+    assert (prose["event"], prose["message"]) == ("relay.outage", "relay paused")
+    assert library["event"] == "alembic.runtime.migration"
+    assert library["message"] == "Running upgrade 0001 -> 0002, retry index"
+    assert kafka["event"] == "kafka.connect_failed"
+    assert kafka["level"] == "error"
+    assert kafka["message"] == "Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+    assert kafka["broker"] == "127.0.0.1:1/bootstrap"
+    assert kafka["kafka_state"] == "CONNECT"
+    assert kafka["kafka_client"] == "rdkafka#producer-1"
+    assert crashed["event"] == "relay.crashed"
+    assert "ValueError" in str(crashed["exc"])
+
+
+def test_librdkafka_free_text_is_redacted(stream: io.StringIO) -> None:
+    """A secret or card number inside a librdkafka line never reaches the output."""
+    logging.getLogger("payment_events.kafka").log(
+        logging.WARNING,
+        "%s [%s] %s",
+        "CONFWARN",
+        "rdkafka#producer-2",
+        "[thrd:app]: sasl.password=hunter2 and card 4111 1111 1111 1111 in a config warning",
+    )
+    (line,) = _lines(stream)
+    assert "hunter2" not in json.dumps(line)
+    assert "4111 1111" not in json.dumps(line)
+    assert line["event"] == "kafka.confwarn"
+
+
+def test_repeated_warnings_are_summarised_per_interval() -> None:
+    """The first of a run of repeated librdkafka warnings passes, repeats are held back until the
+    interval ends, then one line carries how many were held."""
+    now = [0.0]
+    summary = RepeatSummaryFilter(30.0, clock=lambda: now[0])
+
+    def line(broker: str = "127.0.0.1:1/bootstrap", level: int = logging.ERROR) -> logging.LogRecord:
+        record = logging.LogRecord("payment_events.kafka", level, "", 0, "text", None, None)
+        record.event = "kafka.connect_failed"
+        record.kafka_client = "rdkafka#producer-1"
+        record.broker = broker
+        return record
+
+    assert summary.filter(line())
+    assert not any(summary.filter(line()) for _ in range(577))
+    assert summary.filter(line("127.0.0.1:2/bootstrap"))  # another broker is another run
+    assert summary.filter(line(level=logging.DEBUG))  # below WARNING: never held
+    now[0] = 30.0
+    shown = line()
+    assert summary.filter(shown)
+    assert shown.repeated == 577  # type: ignore[attr-defined]
+    now[0] = 31.0
+    assert not summary.filter(line())
+    ours = logging.LogRecord("payment_events.relay.loop", logging.WARNING, "", 0, "x", None, None)
+    ours.event = "relay.outage"
+    assert summary.filter(ours)  # not a repeating event: every line passes
+    assert summary.filter(ours)
+
+
+def test_configured_handler_writes_one_line_per_run_of_librdkafka_repeats() -> None:
+    """Through configure_logging, 200 identical connection failures in one interval write one line."""
+    buffer = io.StringIO()
+    handler = configure_logging("json", "INFO", buffer, repeat_interval=60.0)
+    try:
+        kafka = logging.getLogger("payment_events.kafka")
+        for n in range(200):
+            kafka.log(
+                logging.ERROR, "%s [%s] %s", "FAIL", "rdkafka#producer-1",
+                f"[thrd:x]: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused "
+                f"(after {n}ms in state CONNECT)",
+            )
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = _lines(buffer)
+    assert [line["event"] for line in lines] == ["kafka.connect_failed"]
