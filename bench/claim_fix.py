@@ -102,3 +102,36 @@ def unpin_claim() -> None:
         return real(conn, sql, params, tuple(s for s in setup if s != postgres.CLAIM_PLAN_PIN))
 
     postgres.fetch_binary = unpinned
+
+
+def sort_only_pin() -> None:
+    """The shipped claim pinned with ``enable_sort = off`` only (sequential scans left to the planner):
+    an experiment (``bench.relay_proc --patch sort-only-pin``)."""
+    from payment_events.outbox import postgres
+
+    postgres.CLAIM_PLAN_PIN = "SELECT set_config('enable_sort', 'off', true)"
+
+
+def explain_claims(path: str) -> None:
+    """Diagnostics for the warm-start workload (``PE_BENCH_EXPLAIN=<file>`` in a ``bench.relay_proc``):
+    time every claim statement and append, for every claim, its duration and the top of the plan the
+    claim's own transaction would use (``EXPLAIN`` with the same settings and parameters)."""
+    import time
+
+    from payment_events.outbox import postgres
+
+    real = postgres.fetch_binary
+
+    def explained(conn: Any, sql: str, params: dict[str, Any], setup: Any = ()) -> list[Any]:
+        started = time.perf_counter()
+        rows = real(conn, sql, params, setup)
+        took = time.perf_counter() - started
+        driver: Any = conn.connection.driver_connection
+        with driver.cursor() as cursor:
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = " / ".join(str(r[0]).strip().split("  (")[0] for r in cursor.fetchall()[:3])
+        with open(path, "a") as out:
+            out.write(f"{took * 1000:.1f} ms {len(rows)} rows | {plan}\n")
+        return rows
+
+    postgres.fetch_binary = explained

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="{}", help="RelayConfig overrides as JSON")
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument(
-        "--patch", choices=["two-step-claim", "unpinned-claim", "default-gc"], default=None,
+        "--patch", choices=["two-step-claim", "unpinned-claim", "sort-only-pin", "default-gc"], default=None,
         help="an experiment or the code before a fix: see bench.claim_fix",
     )
     args = parser.parse_args(argv)
@@ -102,7 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         from bench.claim_fix import unpin_claim
 
         unpin_claim()
+    elif args.patch == "sort-only-pin":
+        from bench.claim_fix import sort_only_pin
 
+        sort_only_pin()
+
+    explain_to = os.environ.get("PE_BENCH_EXPLAIN")
+    if explain_to:
+        from bench.claim_fix import explain_claims
+
+        explain_claims(f"{explain_to}.{args.patch or 'shipped'}.{os.getpid()}")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     overrides: dict[str, Any] = json.loads(args.config)
     config = RelayConfig(**overrides)
