@@ -1,5 +1,8 @@
 """``python -m bench.fence_cost``: what the lease fence adds to one claim and one mark transaction.
 
+A fenced claim is two small queries (the lease rows ``FOR SHARE``, ``pg_locks`` of the lease backend)
+before the usual claim; a fenced mark adds the lease rows ``FOR SHARE`` and a shard filter.
+
 Alternates unfenced and fenced calls on the same PostgreSQL outbox (20,000 pending rows, 64 shards
 owned through real advisory locks), so the shared machine's load hits both alike; prints medians.
 """

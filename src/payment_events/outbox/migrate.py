@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from payment_events.dburl import refuse_async_url
 from payment_events.errors import MigrationRequiredError, StoreError
 from payment_events.outbox.dberrors import driver_message
+from payment_events.outbox.fencing import LEASES_TABLE_NAME
 from payment_events.outbox.table import TABLE_NAME
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 VERSION_TABLE = "payment_events_alembic_version"
 """Where Alembic records the outbox schema version (never the application's ``alembic_version``)."""
 
-OUTBOX_TABLES = frozenset({TABLE_NAME, VERSION_TABLE})
+OUTBOX_TABLES = frozenset({TABLE_NAME, LEASES_TABLE_NAME, VERSION_TABLE})
 """The tables payment-events owns: an application's autogenerate must neither create nor drop them."""
 
 _PROCESS_LOCK = threading.Lock()  # Alembic's `context`/`op` are process-wide proxies: one run at a time

@@ -270,14 +270,16 @@ class SqlOutboxStore:
         :mod:`~payment_events.outbox.fencing`)."""
         if limit <= 0 or not fence.generations:
             return []
-        owned = sorted(fence.generations)
         with self._begin("claim") as conn:
-            if isinstance(self._dialect, PostgresDialect):
-                rows = self._dialect.claim(conn, owned, limit, now, busy, fence=fence)
-            else:
-                # One transaction: the lease check and the claim see the same snapshot.
-                held = sorted(fencing.held_shards(conn, fence))
-                rows = self._dialect.claim(conn, held, limit, now, busy) if held else []
+            # Share-locks the lease rows until the claim commits: a takeover waits for it, so the claim
+            # happens entirely before or entirely after it. Then the usual claim over what is held.
+            held = fencing.held_shards(conn, fence, lock=True)
+            if held and fence.lease_pid is not None and isinstance(self._dialect, PostgresDialect):
+                held &= postgres.locked_shards(conn, fence.namespace, fence.lease_pid)
+            if not held:
+                return []
+            owned = None if len(held) == self.shard_count else sorted(held)
+            rows = self._dialect.claim(conn, owned, limit, now, busy)
         return records(rows)
 
     def resolve_fenced(

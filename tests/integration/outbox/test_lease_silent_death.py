@@ -7,6 +7,7 @@ import time
 
 from sqlalchemy.engine import make_url
 
+from payment_events.outbox import migrate
 from payment_events.outbox.leases import PostgresShardLeases
 from tests.brokers import free_port
 from tests.chaos.proxy import FaultProxy
@@ -15,6 +16,7 @@ from tests.chaos.proxy import FaultProxy
 def test_shards_of_a_silently_partitioned_relay_are_taken_over_within_the_takeover_time(pg_url: str) -> None:
     """Relay A's lease connection is blackholed; relay B owns every shard within takeover_seconds plus
     a refresh, instead of waiting for the server's TCP keepalive (hours by default)."""
+    migrate.upgrade(pg_url)  # the leases write their generations into the lease table (fencing)
     url = make_url(pg_url)
     proxy = FaultProxy(free_port(), (url.host or "127.0.0.1", url.port or 5432)).start()
     proxied = url.set(host="127.0.0.1", port=proxy.listen_port).render_as_string(hide_password=False)
