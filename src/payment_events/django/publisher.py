@@ -27,6 +27,7 @@ from payment_events.outbox.inserts import (
     outbox_rows,
     sqlite_text,
 )
+from payment_events.outbox.ports import utc_now
 from payment_events.tracing import with_current_trace
 
 if TYPE_CHECKING:
@@ -55,9 +56,6 @@ _MAX_ROWS_PER_STATEMENT = 500
 _PG_LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::integer[]) AS k"
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 class DjangoOutboxPublisher(PublishMethodsMixin):
     """Publishes events into the outbox of Django database ``using`` (default: ``PAYMENT_EVENTS["DATABASE"]``,
@@ -75,7 +73,7 @@ class DjangoOutboxPublisher(PublishMethodsMixin):
         using: str | None = None,
         *,
         settings: DjangoSettings | None = None,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
         encoder: Callable[[PaymentEvent], EncodedEvent] | None = None,
     ) -> None:
         self._settings = settings or load()
