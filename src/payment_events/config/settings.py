@@ -409,14 +409,21 @@ class Settings(BaseModel):
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
 
+        unparseable = ValueError(
+            "SQLAlchemy cannot parse this URL; percent-encode special characters in the user name "
+            "and password (@ as %40, : as %3A, / as %2F, # as %23, ? as %3F)"
+        )
         try:
-            port = make_url(value).port  # parsed lazily: make a bad one fail here
-        except (ArgumentError, ValueError):
-            # SQLAlchemy ends the password at its first "@": a raw "@" there breaks the URL.
-            raise ValueError(
-                "SQLAlchemy cannot parse this URL; percent-encode special characters in the user name "
-                "and password (@ as %40, : as %3A, / as %2F, # as %23, ? as %3F)"
-            ) from None
+            port = make_url(value).port  # parsed lazily on some versions: make a bad one fail here
+        except ArgumentError:
+            raise unparseable from None
+        except ValueError:
+            # A raw "@", "/", "#" or "?" in the password moves the rest into the host and port.
+            rest = value.split("://", 1)[-1]
+            userinfo = rest.rpartition("@")[0]
+            if rest.count("@") > 1 or any(char in userinfo for char in "/#?"):
+                raise unparseable from None
+            raise ValueError("the port in the URL is not a number (host:port, e.g. db:5432)") from None
         if port is not None and not 0 < port < 65536:
             raise ValueError(f"the port in the URL must be 1-65535, not {port}")
         return value
