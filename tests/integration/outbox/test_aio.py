@@ -14,39 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_scoped_session, async_sess
 
 from payment_events import AsyncOutboxPublisher
 from payment_events.errors import MigrationRequiredError, StoreError
-from payment_events.events import PaymentEvent, PaymentFailed, PaymentSucceeded
+from payment_events.events import PaymentEvent
 from payment_events.events.codec import decode, encode
 from payment_events.kafka.topics import TopicRouter
 from payment_events.outbox import migrate
 from payment_events.outbox.publisher import NOTIFY_CHANNEL
 from payment_events.outbox.store import SqlOutboxStore
 from payment_events.relay.wakeup import libpq_dsn
+from tests.events import failed, succeeded
 
 DRIVERS = ["asyncpg", "psycopg_async"]
-
-
-def succeeded(payment_id: str = "pay_1") -> PaymentSucceeded:
-    """A valid PaymentSucceeded keyed by ``payment_id``."""
-    return PaymentSucceeded(
-        payment_id=payment_id,
-        order_id="ord_1",
-        amount_paid=1999,
-        currency="EUR",
-        payment_gateway="stripe",
-        processed_at=datetime.now(UTC),
-    )
-
-
-def failed(payment_id: str) -> PaymentFailed:
-    """A valid PaymentFailed keyed by ``payment_id``."""
-    return PaymentFailed(
-        payment_id=payment_id,
-        order_id="ord_1",
-        amount=1999,
-        currency="EUR",
-        failure_reason="card_declined",
-        failed_at=datetime.now(UTC),
-    )
 
 
 payments = sa.Table(
