@@ -94,7 +94,9 @@ def test_a_real_client_failing_to_connect_writes_one_summarised_line() -> None:
         logging.getLogger().removeHandler(handler)
     lines = [json.loads(x) for x in buffer.getvalue().splitlines()]
     connect = [x for x in lines if x["event"] == "kafka.connect_failed"]
-    assert len(emitted) > 5, emitted  # librdkafka did repeat itself
+    # librdkafka repeated itself (older clients fold identical errors into "N suppressed" themselves,
+    # so two lines may be all it sends in 3 s); only the first reaches the log within the interval.
+    assert len(emitted) >= 2, emitted
     assert len(connect) == 1, lines
     assert connect[0]["level"] == "error"
     assert "Connection refused" in connect[0]["message"]
