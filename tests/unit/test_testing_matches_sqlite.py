@@ -104,8 +104,12 @@ def test_fake_and_sqlite_agree(ops: list[Write | Claim | Replay]) -> None:
                     if not got_sql:
                         continue
                     published, retries, dead = [], [], []
+                    decided: set[int] = set()
                     for outcome in op.outcomes:
                         row_id = got_sql[outcome.pick % len(got_sql)].id
+                        if row_id in decided:
+                            continue  # the relay resolves a claimed row once per batch (the port's rule)
+                        decided.add(row_id)
                         if outcome.kind == "published":
                             published.append(Published(row_id, 0, row_id))
                         elif outcome.kind == "retry":
