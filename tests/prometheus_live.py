@@ -19,10 +19,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.brokers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+
+
+def promtool_or_fail() -> str:
+    """The promtool binary (Debian's `prometheus` package, installed by `scripts/services up`); under CI
+    its absence fails the test instead of skipping it."""
+    path = shutil.which("promtool")
+    if path is None:
+        message = "promtool is missing: install Debian's `prometheus` package (`scripts/services up` does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def prometheus_binary() -> str | None:

@@ -3,31 +3,18 @@ runbook_url lands on a real heading of the named document."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.prometheus_live import promtool_or_fail
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
-
-
-def promtool() -> str:
-    """The promtool binary (Debian's `prometheus` package, installed by `scripts/services up`); under CI
-    its absence fails the test instead of skipping it."""
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool is missing: install Debian's `prometheus` package (`scripts/services up` does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def _rules() -> list[dict[str, Any]]:
@@ -57,7 +44,7 @@ def anchors(markdown: str) -> set[str]:
 def test_promtool_check_rules_accepts_the_rules() -> None:
     """`promtool check rules` accepts alerts.yml."""
     result = subprocess.run(
-        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+        [promtool_or_fail(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -65,7 +52,7 @@ def test_promtool_check_rules_accepts_the_rules() -> None:
 def test_promtool_unit_tests_pass() -> None:
     """`promtool test rules alerts_test.yml` passes: each alert fires when and how the tests say."""
     result = subprocess.run(
-        [promtool(), "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, check=False
+        [promtool_or_fail(), "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr

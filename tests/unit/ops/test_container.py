@@ -5,7 +5,6 @@ Grafana provisioning files."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from payment_events.config import Settings
+from tests.prometheus_live import promtool_or_fail
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -110,12 +109,7 @@ def test_dockerfile_is_multi_stage_non_root_and_pinned() -> None:
 def test_prometheus_config_loads_with_the_rules() -> None:
     """`promtool check config` accepts deploy/prometheus/prometheus.yml and finds the alert rules, and the
     compose file mounts both beside each other."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        message = "promtool is missing: install Debian's `prometheus` package (`scripts/services up` does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    promtool = promtool_or_fail()
     config = ROOT / "deploy" / "prometheus" / "prometheus.yml"
     result = subprocess.run(
         [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
