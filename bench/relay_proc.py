@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="{}", help="RelayConfig overrides as JSON")
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument(
-        "--patch", choices=["two-step-claim", "unpinned-claim", "sort-only-pin", "default-gc"], default=None,
+        "--patch",
+        choices=["two-step-claim", "unpinned-claim", "sort-only-pin", "default-gc", "poll-wait"],
+        default=None,
         help="an experiment or the code before a fix: see bench.claim_fix",
     )
     args = parser.parse_args(argv)
@@ -103,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.claim_fix import unpin_claim
 
         unpin_claim()
+    elif args.patch == "poll-wait":
+        from bench.breakdown import restore_poll_wait
+
+        restore_poll_wait()
     elif args.patch == "sort-only-pin":
         from bench.claim_fix import sort_only_pin
 
@@ -122,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         from pyinstrument import Profiler
 
         profiler = Profiler(interval=0.001)
+    from bench.breakdown import install_cycle_trace, trace_requested
+
+    traces: list[Any] = []
+    on_ready = (lambda relay: traces.append(install_cycle_trace(relay))) if trace_requested() else None
     started = time.time()
     cpu0 = time.process_time()
     if profiler is not None:
@@ -132,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         gc_threshold = None if args.patch == "default-gc" else RELAY_GC_THRESHOLD
         run_relay(
             args.url, args.bootstrap, config, observer=observer, store_factory=store_factory,
-            gc_threshold=gc_threshold,
+            gc_threshold=gc_threshold, on_ready=on_ready,
         )
     finally:
         if profiler is not None:
@@ -155,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             "commit_to_mark_seconds": observer.latencies,
             "batch_log": list(zip(observer.batch_times, observer.batch_sizes, strict=True)),
         }
+        if traces:
+            summary["cycles"] = traces[0].dump()
         args.out.write_text(json.dumps(summary))
     return 0
 

@@ -30,6 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench import backlog
+from bench.breakdown import cycles_from, latency_breakdown
 from bench.env import ROOT
 from bench.infra import create_topic, delete_topics
 from bench.relays import RelayGroup, peak_rss_mb
@@ -271,6 +272,7 @@ def run_sustained(
     points = [(t, n) for t, n in sampler.points if t >= min(5.0, duration * 0.25)]
     growth = slope([(t, float(n)) for t, n in points])
     relay_latency = [x for s in summaries for x in s.get("commit_to_mark_seconds", [])]
+    cycles = cycles_from(summaries)
     return {
         "target_rate": rate,
         "instances": instances,
@@ -299,4 +301,5 @@ def run_sustained(
         "relay_cpu_seconds": [s.get("cpu_seconds") for s in summaries],
         "mean_batch": [s.get("mean_batch") for s in summaries],
         "vacuum_before_seconds": round(vacuum_seconds, 2),
+        **({"breakdown": latency_breakdown(cycles, commit_time, appended)} if cycles else {}),
     }

@@ -148,7 +148,8 @@ class TransactionalBatchProducer:
         batch = SentBatch(len(messages))
         self._enqueue(producer, messages, batch)
         while batch.pending[0] > 0 and time.monotonic() < deadline:
-            producer.poll(min(0.05, max(0.0, deadline - time.monotonic())))
+            # flush() sends at once (no linger.ms wait) and serves the reports (see kafka.producer).
+            producer.flush(min(0.05, max(0.0, deadline - time.monotonic())))
         outcomes = self._collect(batch)
         failed = [o for o in outcomes if not isinstance(o, Delivered)]
         if failed:

@@ -66,6 +66,7 @@ class FakeTxnProducer:
         pass
 
     def flush(self, timeout: float) -> int:
+        self.poll(timeout)
         return 0
 
 
