@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                     run.pop("backlog_samples", None)
                     ack = run["commit_to_ack_ms"]
                     print(f"round {round_no + 1}, {patch or 'shipped'}: target {args.rate:.0f}/s, achieved "
-                          f"{run['achieved_write_rate']}/s; commit->ack p50/p99 {ack['p50']}/{ack['p99']} ms; "
+                          f"{run['achieved_write_rate']}/s; ack p50/p99 {ack['p50']}/{ack['p99']} ms; "
                           f"pg cpu/event {run['pg_backend_cpu_us_per_event']} us; relay cpu "
                           f"{run['relay_cpu_seconds']} s; mean batch {run['mean_batch']}", flush=True)
                     if run.get("breakdown"):
