@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine, Transaction
 
 from payment_events.errors import LeaseLostError
 from payment_events.events.codec import EncodedEvent
-from payment_events.outbox import migrate
+from payment_events.outbox import migrate, postgres
 from payment_events.outbox.ports import (
     LAST_ERROR_MAX_CHARS,
     BacklogStats,
@@ -119,6 +119,7 @@ class SqlHarness:
     store: SqlOutboxStore
     concurrent_writers: bool
     open: list[SqlTx] = field(default_factory=list)
+    hot_engine: Engine | None = None
 
     def begin(self) -> SqlTx:
         conn = self.engine.connect()
@@ -135,6 +136,8 @@ class SqlHarness:
             if not tx.conn.closed:
                 tx.rollback()
         self.engine.dispose()
+        if self.hot_engine is not None:
+            self.hot_engine.dispose()
 
 
 @dataclass
@@ -165,16 +168,20 @@ class MemoryHarness:
         return len(self.store.rows)
 
 
-def _sql_harness(name: str, url: str, *, concurrent_writers: bool) -> SqlHarness:
+def _sql_harness(name: str, url: str, *, concurrent_writers: bool, hot: bool = False) -> SqlHarness:
     migrate.upgrade(url)
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
         configure_sqlite(engine)
     clock = Clock()
-    return SqlHarness(name, engine, clock, SqlOutboxStore(engine, clock=clock), concurrent_writers)
+    # "hot": the store as the relay builds it (from_url), whose claims and published marks are single
+    # autocommit statements on its own pinned engine; otherwise a store on the caller's engine.
+    hot_engine = create_engine(url, **postgres.hot_engine_options({})) if hot else None
+    store = SqlOutboxStore(engine, clock=clock, hot_engine=hot_engine)
+    return SqlHarness(name, engine, clock, store, concurrent_writers, hot_engine=hot_engine)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql", "postgresql-hot"])
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     """One store backend with a writer and a settable clock."""
     if request.param == "memory":
@@ -185,7 +192,9 @@ def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
         harness = _sql_harness("sqlite", f"sqlite:///{tmp_path / 'outbox.db'}", concurrent_writers=False)
     else:
         pg_url: str = request.getfixturevalue("pg_url")
-        harness = _sql_harness("postgresql", pg_url, concurrent_writers=True)
+        harness = _sql_harness(
+            "postgresql", pg_url, concurrent_writers=True, hot=request.param == "postgresql-hot"
+        )
     try:
         yield harness
     finally:

@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
 
 from payment_events.outbox import migrate, postgres
+from payment_events.outbox.ports import Fence
 from payment_events.outbox.store import SqlOutboxStore
 
 BACKLOG = 100_000
@@ -50,9 +52,31 @@ def warm_store(pg_url: str) -> Iterator[SqlOutboxStore]:
         yield store
 
 
+_PARAM_TYPES = {
+    "now": "timestamptz",
+    "shards": "smallint[]",
+    "busy": "bigint[]",
+    "fence_shards": "smallint[]",
+    "fence_generations": "bigint[]",
+    "fence_namespace": "integer",
+    "fence_owner": "text",
+    "lease_pid": "integer",
+}
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, datetime):
+        return "now()"
+    if isinstance(value, list | tuple | range):
+        return "'{" + ",".join(str(int(v)) for v in value) + "}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(int(value))
+
+
 def plans_of_the_claim(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record, for each claim the store runs, the plan of its statement in the claim's own transaction
-    (same connection, same session and transaction settings): custom, and generic as a prepared
+    """Record, for each claim the store runs, the plan of its statement on the claim's own connection
+    (same session settings; in its transaction when it has one): custom, and generic as a prepared
     statement under ``force_generic_plan``."""
     plans: list[str] = []
     real = postgres.fetch_binary
@@ -63,29 +87,53 @@ def plans_of_the_claim(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         with driver.cursor() as cursor:
             cursor.execute("EXPLAIN " + sql, params)
             plans.append("custom:\n" + "\n".join(r[0] for r in cursor.fetchall()))
-            types, values = ["timestamptz"], ["now()"]
-            body = sql.replace("%(now)s", "$1")
-            for name, cast in (("shards", "smallint[]"), ("busy", "bigint[]")):
-                if name in params:
-                    types.append(cast)
-                    body = body.replace(f"%({name})s", f"${len(types)}")
-                    values.append("'{" + ",".join(str(int(v)) for v in params[name]) + "}'")
-            cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            types: list[str] = []
+            values: list[str] = []
+            body = sql
+            for name, value in params.items():
+                types.append(_PARAM_TYPES[name])
+                values.append(_literal(value))
+                body = body.replace(f"%({name})s", f"${len(types)}")
+            cursor.execute("SET plan_cache_mode = force_generic_plan")  # session: autocommit has no LOCAL
             cursor.execute(f"PREPARE pinned_claim({', '.join(types)}) AS {body}")
             cursor.execute(f"EXPLAIN EXECUTE pinned_claim({', '.join(values)})")
             plans.append("generic:\n" + "\n".join(r[0] for r in cursor.fetchall()))
             cursor.execute("DEALLOCATE pinned_claim")
+            cursor.execute("RESET plan_cache_mode")
         return rows
 
     monkeypatch.setattr(postgres, "fetch_binary", explaining)
     return plans
 
 
+def assert_index_ordered(plans: list[str]) -> None:
+    """Every plan walks the pending index in id order and probes the retry index: no sort, no bitmap
+    scan, no sequential scan of the outbox."""
+    assert len(plans) == 2
+    for plan in plans:
+        assert "Index Scan using ix_payment_events_outbox_pending on payment_events_outbox o" in plan, plan
+        assert "ix_payment_events_outbox_retry on payment_events_outbox earlier" in plan, plan
+        assert "Sort" not in plan, plan
+        assert "Bitmap" not in plan, plan
+        assert "Seq Scan on payment_events_outbox" not in plan, plan
+
+
+@pytest.fixture(params=["hot", "transaction"])
+def claiming_store(request: pytest.FixtureRequest, warm_store: SqlOutboxStore) -> Iterator[SqlOutboxStore]:
+    """The warmed store as the relay builds it (claims as single autocommit statements on its pinned
+    hot engine), or a store on the same engine without one (claims in a transaction after the pin)."""
+    if request.param == "hot":
+        assert warm_store.hot_engine is not None
+        yield warm_store
+    else:
+        yield SqlOutboxStore(warm_store.engine)
+
+
 @pytest.mark.parametrize(
     ("shards", "busy"), [(None, ()), (range(32), ()), (None, (1, 2, 3)), (range(32), (1, 2, 3))]
 )
 def test_claim_after_an_unanalysed_backlog_walks_the_pending_index_without_a_sort(
-    warm_store: SqlOutboxStore,
+    claiming_store: SqlOutboxStore,
     monkeypatch: pytest.MonkeyPatch,
     shards: range | None,
     busy: tuple[int, ...],
@@ -94,13 +142,38 @@ def test_claim_after_an_unanalysed_backlog_walks_the_pending_index_without_a_sor
     is an index scan of the pending index in id order with the retry-index probe: no Sort, no bitmap
     scan, no sequential scan over the pending rows."""
     plans = plans_of_the_claim(monkeypatch)
-    claimed = warm_store.claim_excluding(shards, 2000, datetime.now(UTC), busy)
+    claimed = claiming_store.claim_excluding(shards, 2000, datetime.now(UTC), busy)
     assert len(claimed) == 2000
     assert [r.id for r in claimed] == sorted(r.id for r in claimed)
-    assert len(plans) == 2
-    for plan in plans:
-        assert "Index Scan using ix_payment_events_outbox_pending on payment_events_outbox o" in plan, plan
-        assert "ix_payment_events_outbox_retry on payment_events_outbox earlier" in plan, plan
-        assert "Sort" not in plan, plan
-        assert "Bitmap" not in plan, plan
-        assert "Seq Scan" not in plan, plan
+    assert_index_ordered(plans)
+
+
+@pytest.mark.parametrize("lock_check", [False, True])
+@pytest.mark.parametrize("busy", [(), (1, 2, 3)])
+def test_fenced_claim_after_an_unanalysed_backlog_walks_the_pending_index_without_a_sort(
+    claiming_store: SqlOutboxStore,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    lock_check: bool,
+    busy: tuple[int, ...],
+) -> None:
+    """The fenced claim (lease check and claim in one statement) keeps the same index-ordered plan after
+    the unanalysed backlog, with and without the advisory-lock check, and claims only held shards."""
+    namespace, shards = 4242, range(0, 64, 2)
+    taken = claiming_store.take_shards(namespace, "relay-a", shards)
+    locker = create_engine(pg_url, poolclass=NullPool).connect()
+    try:
+        pid: int | None = None
+        if lock_check:
+            for shard in shards:
+                locker.execute(text("SELECT pg_advisory_lock(:ns, :s)"), {"ns": namespace, "s": shard})
+            pid = int(locker.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        fence = Fence(namespace, "relay-a", taken.generations, pid)
+        plans = plans_of_the_claim(monkeypatch)
+        claimed = claiming_store.claim_fenced(fence, 2000, datetime.now(UTC), busy)
+    finally:
+        locker.close()
+    assert len(claimed) == 2000
+    assert {r.shard for r in claimed} <= set(shards)
+    assert [r.id for r in claimed] == sorted(r.id for r in claimed)
+    assert_index_ordered(plans)

@@ -16,8 +16,8 @@ from sqlalchemy import Engine, create_engine, event, text
 
 from payment_events.errors import StoreError
 from payment_events.events.codec import EncodedEvent
-from payment_events.outbox import migrate
-from payment_events.outbox.ports import Published
+from payment_events.outbox import migrate, postgres
+from payment_events.outbox.ports import Fence, Published
 from payment_events.outbox.postgres import pg_claim_sql
 from payment_events.outbox.publisher import OutboxPublisher
 from payment_events.outbox.store import SqlOutboxStore
@@ -53,16 +53,57 @@ def statements_during(engine: Engine, action: Any) -> list[str]:
 
 
 def test_marks_commit_asynchronously_unless_turned_off(pg_url: str, store: SqlOutboxStore) -> None:
-    """resolve() sets synchronous_commit off for its own transaction by default, and not when disabled."""
+    """resolve() turns synchronous_commit off for its own transaction by default (inside its one
+    statement on the hot engine; SET LOCAL in a transaction on the caller's engine), and not when
+    disabled."""
     with store.engine.begin() as conn:
-        OutboxPublisher(conn).publish_encoded([encoded(b"a"), encoded(b"b")])
-    a, b = store.claim(None, 10, datetime.now(UTC))
-    sent = statements_during(store.engine, lambda: store.resolve([Published(a.id, 0, 0)], [], []))
-    assert any("synchronous_commit = off" in s for s in sent)
+        OutboxPublisher(conn).publish_encoded([encoded(k) for k in (b"a", b"b", b"c", b"d")])
+    a, b, c, d = store.claim(None, 10, datetime.now(UTC))
+    hot = store.hot_engine
+    assert hot is not None
+    sent = statements_during(hot, lambda: store.resolve([Published(a.id, 0, 0)], [], []))
+    assert len(sent) == 1
+    assert "set_config('synchronous_commit', 'off', true)" in sent[0]
+    strict = SqlOutboxStore(store.engine, async_marks=False, hot_engine=hot)
+    sent = statements_during(hot, lambda: strict.resolve([Published(b.id, 0, 1)], [], []))
+    assert len(sent) == 1
+    assert "synchronous_commit" not in sent[0]
+    on_callers_engine = SqlOutboxStore(store.engine)
+    sent = statements_during(store.engine, lambda: on_callers_engine.resolve([Published(c.id, 0, 2)], [], []))
+    assert any("SET LOCAL synchronous_commit = off" in s for s in sent)
     strict = SqlOutboxStore(store.engine, async_marks=False)
-    sent = statements_during(store.engine, lambda: strict.resolve([Published(b.id, 0, 1)], [], []))
+    sent = statements_during(store.engine, lambda: strict.resolve([Published(d.id, 0, 3)], [], []))
     assert not any("synchronous_commit" in s for s in sent)
     assert store.claim(None, 10, datetime.now(UTC)) == []
+
+
+def test_hot_path_claims_are_one_autocommit_statement(
+    store: SqlOutboxStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store built from a URL claims (fenced or not) with one statement in autocommit on its hot engine,
+    whose session carries the claim's planner pin; a store on the caller's engine pins in a transaction."""
+    calls: list[tuple[bool, tuple[str, ...], str]] = []
+    real = postgres.fetch_binary
+
+    def recording(conn: Any, sql: str, params: dict[str, Any], setup: Any = ()) -> Any:
+        driver = conn.connection.driver_connection
+        with driver.cursor() as cursor:
+            cursor.execute("SHOW enable_sort")
+            sort = cursor.fetchone()[0]
+        calls.append((bool(driver.autocommit), tuple(setup), sort))
+        return real(conn, sql, params, setup)
+
+    monkeypatch.setattr(postgres, "fetch_binary", recording)
+    with store.engine.begin() as conn:
+        OutboxPublisher(conn).publish_encoded([encoded(b"a")])
+    taken = store.take_shards(77, "relay-a", range(64))
+    fence = Fence(77, "relay-a", taken.generations)
+    assert len(store.claim(None, 10, datetime.now(UTC))) == 1
+    assert len(store.claim_fenced(fence, 10, datetime.now(UTC))) == 1
+    assert calls == [(True, (), "off"), (True, (), "off")]
+    calls.clear()
+    assert len(SqlOutboxStore(store.engine).claim_fenced(fence, 10, datetime.now(UTC))) == 1
+    assert calls == [(False, (postgres.CLAIM_PLAN_PIN,), "on")]  # pinned by the setup statement
 
 
 def test_publish_is_one_statement_including_the_notification(store: SqlOutboxStore) -> None:
@@ -149,10 +190,14 @@ def test_claim_probe_uses_the_retry_index_even_with_statistics_from_before_a_bac
             assert "ix_payment_events_outbox_pending on payment_events_outbox earlier" not in plan
 
 
-def test_terminated_connection_is_a_store_error_then_recovers(pg_url: str, store: SqlOutboxStore) -> None:
-    """If the database kills the store's connection, the next call fails with StoreError and the one
-    after that works on a fresh connection."""
-    with store.engine.connect() as conn:
+@pytest.mark.parametrize("engine_name", ["hot_engine", "engine"])
+def test_terminated_connection_is_a_store_error_then_recovers(
+    pg_url: str, store: SqlOutboxStore, engine_name: str
+) -> None:
+    """If the database kills one of the store's connections (the hot path's: claims; the other: the
+    backlog), the next call on it fails with StoreError and the one after that works on a fresh one."""
+    engine = getattr(store, engine_name)
+    with engine.connect() as conn:
         pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
     admin = create_engine(pg_url)
     try:
@@ -161,9 +206,15 @@ def test_terminated_connection_is_a_store_error_then_recovers(pg_url: str, store
     finally:
         admin.dispose()
     time.sleep(0.2)
+
+    def call() -> object:
+        if engine_name == "hot_engine":
+            return store.claim(None, 10, datetime.now(UTC))
+        return store.backlog(datetime.now(UTC)).pending
+
     with pytest.raises(StoreError):
-        store.claim(None, 10, datetime.now(UTC))
-    assert store.claim(None, 10, datetime.now(UTC)) == []
+        call()
+    assert call() in ([], 0)
 
 
 def test_concurrent_writers_lose_nothing_and_keep_per_key_order(store: SqlOutboxStore) -> None:
