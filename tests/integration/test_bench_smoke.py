@@ -38,7 +38,8 @@ def test_write_path_harness_counts_every_transaction(pg_url: str) -> None:
 def test_drain_harness_publishes_every_event(
     pg_url: str, kafka_bootstrap: str, new_topic: Callable[..., str]
 ) -> None:
-    """Raw ceiling, naive relay and a real relay drain each deliver exactly the events they were given."""
+    """Raw ceiling, naive relay and a real relay drain each deliver exactly the events they were given,
+    and the drain accounts the relay's CPU."""
     events = EventFactory(20).batch(200)
     ceiling = raw_producer_ceiling(kafka_bootstrap, new_topic(partitions=3), events)
     assert ceiling["acked"] == 200
@@ -57,6 +58,8 @@ def test_drain_harness_publishes_every_event(
         assert drain["published"] == 200
         assert drain["finished"]
         assert drain["exit_codes"] == [0]
+        assert drain["cpu"]["events"] == 200
+        assert drain["cpu"]["components"]["relay"]["cpu_seconds"] > 0
         assert backlog.pending(engine) == 0
     finally:
         engine.dispose()
@@ -64,7 +67,7 @@ def test_drain_harness_publishes_every_event(
 
 def test_sustained_harness_matches_every_commit_to_its_ack(pg_url: str, kafka_bootstrap: str) -> None:
     """A short sustained run finds every written event on the topic and marked published, and measures
-    the CPU of the run's PostgreSQL backends."""
+    the CPU of the run's PostgreSQL backends and of each component."""
     engine = sa.create_engine(pg_url)
     try:
         upgrade(engine)
@@ -82,6 +85,8 @@ def test_sustained_harness_matches_every_commit_to_its_ack(pg_url: str, kafka_bo
     assert run["commit_to_ack_ms"]["count"] == 200
     assert run["pg_backend_cpu_seconds"] > 0
     assert run["pg_backend_cpu_us_per_event"] > 0
+    assert run["cpu"]["components"]["writers"]["cpu_seconds"] > 0
+    assert run["cpu"]["components"]["postgresql"]["us_per_event"] > 0
 
 
 def test_two_step_claim_experiment_claims_what_the_shipped_claim_claims(pg_url: str) -> None:
