@@ -118,7 +118,7 @@ def _cpu_seconds(pid: int) -> float | None:
     return float(times.user + times.system)
 
 
-class _BacklogSampler(threading.Thread):
+class BacklogSampler(threading.Thread):
     """Once a second: the pending count, and the CPU time of every PostgreSQL backend connected to the
     run's database (the relays' and the writers' sessions; not this sampler's, not other databases'
     on a shared server, not the server's background processes)."""
@@ -156,7 +156,7 @@ class _BacklogSampler(threading.Thread):
         return sum(self.cpu_last[pid] - self.cpu_first[pid] for pid in self.cpu_last)
 
 
-def _per_event_us(sampler: _BacklogSampler, rate: float) -> float | None:
+def _per_event_us(sampler: BacklogSampler, rate: float) -> float | None:
     """Backend CPU per event: CPU between the first and last sample over the events written meanwhile
     (the writers' achieved rate times that window)."""
     if len(sampler.points) < 2 or rate <= 0:
@@ -268,7 +268,7 @@ def run_sustained(
     per_txn = max(1, math.ceil(rate / TXN_RATE_CAP))
     group = RelayGroup(database_url, bootstrap, instances, relay_config, patch=patch)
     writers: list[subprocess.Popen[str]] = []
-    sampler = _BacklogSampler(engine)
+    sampler = BacklogSampler(engine)
     meter = CpuMeter(relay_pids=group.pids)
     try:
         group.start()
