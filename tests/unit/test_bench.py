@@ -1,10 +1,11 @@
-"""The benchmark harness's pure arithmetic (``bench/``): CPU accounting, fresh event ids."""
+"""The benchmark harness's pure arithmetic (``bench/``): CPU accounting, fresh event ids, the soak summary."""
 
 from __future__ import annotations
 
 import pytest
 from bench.cpu import CpuSample, bottleneck, breakdown, component_seconds, series_point
 from bench.events import EventFactory
+from bench.soak import purge_note, summarize
 from bench.writer_proc import with_fresh_id
 
 
@@ -65,3 +66,36 @@ def test_with_fresh_id_replaces_the_event_id_in_row_value_and_header() -> None:
     assert event.event_id.encode() not in copy.value
     assert dict(copy.headers)["ce_id"] == new_id.encode()
     assert copy.key == event.key
+
+
+def _point(t: float, rss: float, pending: int, total: int, table: float) -> dict[str, float]:
+    return {"t": t, "relay_rss_mb": rss, "backlog": pending, "published_total": total,
+            "table_total_mb": table, "indexes_mb": table / 10}
+
+
+def test_soak_summary_takes_the_rss_slope_over_the_second_half_only() -> None:
+    """Start-up growth in the first half does not count: a relay flat after warming up has slope 0,
+    and the publish rate is taken between the first and the last sample."""
+    series = [_point(0, 50, 0, 0, 1.0), _point(60, 90, 10, 1000, 2.0), _point(120, 100, 5, 2000, 3.0),
+              _point(180, 100, 5, 3000, 4.0), _point(240, 100, 5, 4000, 5.0)]
+    summary = summarize(series)
+    assert summary["relay_rss_mb"] == {"start": 50, "end": 100, "max": 100,
+                                      "slope_mb_per_minute_second_half": 0.0}
+    assert summary["backlog"]["max"] == 10
+    assert summary["backlog"]["slope_per_second_second_half"] == 0.0
+    assert summary["table_total_mb"]["growth_mb_per_minute"] == 1.0
+    assert summary["mean_publish_rate"] == pytest.approx(4000 / 240, abs=0.1)
+
+
+def test_soak_summary_reports_a_leak_as_a_positive_rss_slope() -> None:
+    """RSS rising 2 MB a minute through the second half shows as +2 MB/min."""
+    series = [_point(60.0 * i, 80 + 2 * i, 0, 0, 1.0) for i in range(11)]
+    assert summarize(series)["relay_rss_mb"]["slope_mb_per_minute_second_half"] == pytest.approx(2.0)
+
+
+def test_purge_note_says_whether_the_purge_could_delete_anything() -> None:
+    """With the default 7-day retention a 10-minute soak purges nothing; a short retention exercises it."""
+    base = {"minutes": 10.0, "purge_interval_seconds": 60.0}
+    assert "no row became old enough" in purge_note({**base, "retention_seconds": 7 * 24 * 3600.0})
+    assert "exercised" in purge_note({**base, "retention_seconds": 120.0})
+    assert "off" in purge_note({**base, "retention_seconds": 0.0})
