@@ -115,14 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             stop_mono = start_mono + args.duration
             k = 0
             while (k < txns) if not closed_loop else (time.monotonic() < stop_mono):
-                due = start_mono + k * interval
-                now = time.monotonic()
-                if closed_loop:
-                    pass
-                elif now < due:
-                    time.sleep(due - now)
-                elif now - due > 0.001:
-                    lateness.append(now - due)
+                if not closed_loop:  # open loop: transaction k is due at start + k * interval
+                    due = start_mono + k * interval
+                    now = time.monotonic()
+                    if now < due:
+                        time.sleep(due - now)
+                    elif now - due > 0.001:
+                        lateness.append(now - due)
                 chunk = take(k, per_txn)
                 with conn.begin():
                     publisher.publish_encoded(chunk)
