@@ -4,6 +4,10 @@ Full run (the committed results, ~8-9 minutes on the 2-core machine): 200,000-ev
 sustained runs. ``--quick``: small counts and 6 s runs, to check the harness in about two minutes.
 Results go to ``bench/results/<date>.json`` and ``<date>.md`` (``<date>-quick.*`` for quick runs), and
 the table is printed.
+
+Issue 16's workloads: every drain and sustained run carries a ``cpu`` breakdown (:mod:`bench.cpu`); the
+writer-scaling steps (:mod:`bench.scaling`, ``--skip scaling``) run last, while the time budget allows;
+the soak (:mod:`bench.soak`) runs only when asked (``--soak-minutes``, or ``python -m bench.soak``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from bench.drain import run_drain
 from bench.events import EventFactory, size_record
 from bench.infra import ADMIN_URL, BOOTSTRAP, fresh_database, fresh_topic
 from bench.naive import naive_relay
+from bench.scaling import run_scaling
 from bench.sqlite_latency import run_sqlite_latency
 from bench.sustained import run_sustained
 from bench.warmstart import run_warm_start
@@ -61,6 +66,8 @@ def _plan(quick: bool, args: argparse.Namespace) -> dict[str, Any]:
         "sqlite_seconds": 6.0 if quick else 15.0,
         "sqlite_rounds": 1 if quick else 2,
         "soft_budget_seconds": 200.0 if quick else 445.0,
+        "scaling_steps": [1, 2] if quick else [1, 2, 4, 6],
+        "scaling_seconds": 4.0 if quick else 12.0,
         "experiments": bool(args.experiments),
     }
 
@@ -267,18 +274,45 @@ def _second_pass_section(
         )
 
 
+def _soak(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The soak in its own database; its series goes to its own files, the summary into the run's."""
+    from bench import soak
+    from payment_events.outbox.migrate import upgrade
+
+    print(f"[bench] soak: {args.soak_minutes:g} min at {args.soak_rate:,.0f}/s", flush=True)
+    with fresh_database() as url:
+        engine = sa.create_engine(url)
+        try:
+            upgrade(engine)
+            run = soak.run_soak(
+                engine, url, BOOTSTRAP, minutes=args.soak_minutes, rate=args.soak_rate,
+                relay_config=relay_settings(), partitions=PARTITIONS,
+            )
+        finally:
+            engine.dispose()
+    files = soak.write(
+        {"started_at": results["run"]["started_at"], "machine": results["machine"], **run},
+        args.out, f"{results['run']['date']}-soak" + (f"-{args.tag}" if args.tag else ""),
+    )
+    return {"settings": run["settings"], "summary": run["summary"], "files": [f.name for f in files]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the suite, write the results, print the table."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts and short runs")
     parser.add_argument("--no-services", action="store_true", help="do not call scripts/services up")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["write", "drain", "warm", "sqlite", "sustained", "profile", "scale"],
-                        help="skip a workload")
+                        choices=["write", "drain", "warm", "sqlite", "sustained", "profile", "scale",
+                                 "scaling"],
+                        help="skip a workload (scale: the 2-relay runs; scaling: the writer-scaling steps)")
     parser.add_argument("--events", type=int, default=0, help="drain backlog size")
     parser.add_argument("--write-pairs", type=int, default=0, help="write-path transactions per variant")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds per sustained run")
     parser.add_argument("--search-duration", type=float, default=0.0, help="seconds per search step")
+    parser.add_argument("--soak-minutes", type=float, default=0.0,
+                        help="also run the soak (bench.soak) for this long, last, in its own database")
+    parser.add_argument("--soak-rate", type=float, default=2000.0, help="events/s of the soak")
     parser.add_argument("--out", type=Path, default=report.RESULTS_DIR)
     parser.add_argument("--tag", default="", help="appended to the results' file names (<date>-<tag>.*)")
     parser.add_argument(
@@ -297,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = _plan(args.quick, args)
     if args.rates:
         plan["rates"] = [float(r) for r in args.rates.split(",") if r.strip()]
-        args.skip += ["write", "drain", "warm", "sqlite"]
+        args.skip += ["write", "drain", "warm", "sqlite", "scaling"]
     if not args.no_services:
         env.services_up()
     from payment_events.kafka.producer import producer_config
@@ -338,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] write path: {plan['write_path_pairs']} transactions per variant", flush=True)
         with fresh_database() as url:
             results["write_path"] = run_write_path(url, plan["write_path_pairs"])
-    if not {"drain", "sustained"} <= skip:
+    if not {"drain", "sustained", "scaling"} <= skip:
         from payment_events.outbox.migrate import upgrade
 
         n = plan["drain_events"] if "drain" not in skip else 20_000
@@ -360,10 +394,18 @@ def main(argv: list[str] | None = None) -> int:
                 _second_pass_section(results, plan, factory, skip, budget)
                 if "sustained" not in skip:
                     results["sustained"] = _sustained_section(plan, factory, ctx)
+                latest = plan["soft_budget_seconds"] * 1.15  # ~80 s of steps: the run ends near 10 min
+                if "scaling" not in skip and budget.allows("writer scaling", latest):
+                    results["scaling"] = run_scaling(
+                        engine, url, BOOTSTRAP, steps=plan["scaling_steps"], seconds=plan["scaling_seconds"],
+                        relay_config=relay_settings(), partitions=PARTITIONS,
+                    )
             finally:
                 engine.dispose()
-    if {"drain", "sustained"} <= skip:
+    if {"drain", "sustained", "scaling"} <= skip:
         _second_pass_section(results, plan, factory, skip, budget)
+    if args.soak_minutes > 0:
+        results["soak"] = _soak(results, args)
     results["run"]["skipped_for_time"] = budget.skipped
     relay_peaks, idle = memory["peak"], memory["idle"]
     if relay_peaks:

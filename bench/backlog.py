@@ -11,7 +11,7 @@ be started, and their shards balanced, before the clock starts.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -79,9 +79,12 @@ def clear_pending(engine: sa.Engine) -> float:
     return time.perf_counter() - started
 
 
-def release(engine: sa.Engine, topic: str, limit: int | None = None) -> tuple[float, int]:
+def release(
+    engine: sa.Engine, topic: str, limit: int | None = None, before_commit: Callable[[], object] | None = None
+) -> tuple[float, int]:
     """Copy the parked rows (up to ``limit``) into the outbox as pending, for ``topic``, in one
-    transaction, then notify. Returns (wall-clock time just before COMMIT, rows released)."""
+    transaction, then notify. Returns (wall-clock time just before COMMIT, rows released).
+    ``before_commit`` is called just before the COMMIT (the copy's own cost is not the drain's)."""
     limit_sql = f" ORDER BY id LIMIT {int(limit)}" if limit is not None else ""
     with engine.connect() as conn:
         # Fresh ids (the identity) and event ids, so one parked backlog can be released several times.
@@ -94,6 +97,8 @@ def release(engine: sa.Engine, topic: str, limit: int | None = None) -> tuple[fl
         )
         rows = int(result.rowcount)
         conn.execute(sa.text("SELECT pg_notify('payment_events_outbox', '')"))
+        if before_commit is not None:
+            before_commit()
         committed_at = time.time()
         conn.commit()
     return committed_at, rows

@@ -4,6 +4,11 @@ The backlog (written by the real ``OutboxPublisher``, parked by :mod:`bench.back
 one commit while the relay instances are already running with their shards balanced. The clock starts
 just before that COMMIT and stops at the last ``published_at`` (the relay's own clock when it marked
 the last batch; same machine), cross-checked by polling the pending count every 50 ms.
+
+``cpu``: the CPU of PostgreSQL, the broker, the relay(s) and the rest of the machine from just before
+the release's COMMIT (the copy itself is not counted) to the moment the backlog was seen empty
+(:mod:`bench.cpu`, 1 Hz series included): which physical limit stops the drain, and how close the
+relay is to it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench import backlog
+from bench.cpu import CpuMeter
 from bench.infra import create_topic, delete_topics
 from bench.relays import RelayGroup, peak_rss_mb
 
@@ -50,8 +56,10 @@ def run_drain(
         group.start()
         balance_seconds = group.wait_balanced(engine, relay_config.get("shard_count", 64))
         time.sleep(warm_seconds)
-        committed_at, rows = backlog.release(engine, topic, limit)
+        meter = CpuMeter(relay_pids=group.pids)
+        committed_at, rows = backlog.release(engine, topic, limit, before_commit=meter.start)
         seen_empty_at = backlog.wait_drained(engine, timeout)
+        meter.stop()  # before the relays stop: their pids are still readable
         time.sleep(0.2)
         summaries = group.stop()
     finally:
@@ -59,6 +67,7 @@ def run_drain(
             group.stop()
         delete_topics([topic])
     first, last, published = backlog.published_window(engine, topic)
+    cpu = meter.result(events=published)
     last_epoch = backlog.as_epoch(last)
     first_epoch = backlog.as_epoch(first)
     finished = seen_empty_at is not None and published == rows
@@ -85,4 +94,5 @@ def run_drain(
         "exit_codes": [s.get("exit_code") for s in summaries],
         "profiled": profile is not None,
         "vacuum_before_seconds": round(vacuum_seconds, 2),
+        "cpu": cpu,
     }

@@ -86,6 +86,11 @@ class RelayGroup:
         self._sampler = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
         self._sampler.start()
 
+    @property
+    def pids(self) -> list[int]:
+        """The instances' process ids (for CPU accounting, :mod:`bench.cpu`)."""
+        return [proc.pid for proc in self._procs]
+
     def _sample(self) -> None:
         import psutil
 

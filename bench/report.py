@@ -234,8 +234,42 @@ def markdown(results: dict[str, Any]) -> str:
             f"| 5. Relay peak RSS (all runs) | {_fmt(mem['peak_rss_mb'])} MB | "
             f"idle relay {_fmt(mem['idle_rss_mb'])} MB | {ratio(mem['peak_rss_mb'], mem['idle_rss_mb'])}x |"
         )
+    lines += _issue16_lines(results)
     lines += _tail(results)
     return "\n".join(lines)
+
+
+def _issue16_lines(results: dict[str, Any]) -> list[str]:
+    """CPU per component of each drain and sustained run, the writer-scaling table, the soak's summary."""
+    from bench.cpu import bottleneck, format_line
+    from bench.scaling import markdown_lines
+
+    runs = [(f"drain {r['events']:,} events, {r['instances']} relay(s)"
+             + (" (profiled)" if r.get("profiled") else "")
+             + (f", {r['patch']}" if r.get("patch") else ""), r)
+            for r in (results.get("drain") or {}).get("relay", [])]
+    runs += [(f"sustained {_fmt(r['target_rate'], 0)}/s, {r['instances']} relay(s)"
+              + (f", {r['patch']}" if r.get("patch") else ""), r)
+             for r in (results.get("sustained") or {}).get("runs", [])]
+    lines: list[str] = []
+    measured = [(label, run["cpu"]) for label, run in runs if run.get("cpu")]
+    if measured:
+        lines += ["", "## CPU per component (bench.cpu: cores busy, share of all cores, per event)",
+                  ""]
+        lines += [f"* {label}: {format_line(cpu)}; most CPU: {bottleneck(cpu)}" for label, cpu in measured]
+    if results.get("scaling"):
+        lines += ["", *markdown_lines(results["scaling"])]
+    soak = results.get("soak")
+    if soak:
+        summary = soak["summary"]
+        rss = summary["relay_rss_mb"]
+        settings = soak["settings"]
+        lines += ["", f"## Soak ({settings['minutes']:g} min at {settings['rate']:,.0f}/s)", "",
+                  f"Relay RSS {rss['start']} -> {rss['end']} MB (max {rss['max']}; "
+                  f"{rss['slope_mb_per_minute_second_half']:+} MB/min over the second half); backlog max "
+                  f"{summary['backlog']['max']:,}; table {summary['table_total_mb']['start']} -> "
+                  f"{summary['table_total_mb']['end']} MB. Series and summary: {', '.join(soak['files'])}."]
+    return lines
 
 
 def pg_cpu(run: dict[str, Any]) -> str:

@@ -16,7 +16,6 @@ Variants, interleaved round by round (A B, B A, ...):
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -29,7 +28,14 @@ from bench import backlog
 from bench.infra import create_topic, delete_topics
 from bench.relays import RelayGroup, peak_rss_mb
 from bench.stats import summary_ms
-from bench.sustained import TXN_RATE_CAP, WRITERS, _read_append_times, _start_writers
+from bench.sustained import (
+    TXN_RATE_CAP,
+    WRITERS,
+    _read_append_times,
+    end_writers,
+    read_writers,
+    start_writers,
+)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "polled": {"listen": False, "poll_interval_seconds": 0.05},
@@ -70,7 +76,7 @@ def _one(bootstrap: str, variant: str, rate: float, duration: float, partitions:
     try:
         group.start()
         _warm_up(engine, topic)
-        _start_writers(
+        start_writers(
             writers, url, topic=topic, rate=rate, per_txn=per_txn, duration=duration, workdir=workdir
         )
         for proc in writers:
@@ -78,17 +84,11 @@ def _one(bootstrap: str, variant: str, rate: float, duration: float, partitions:
         time.sleep(2.0)
         summaries = group.stop()
     finally:
-        for proc in writers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            for pipe in (proc.stdin, proc.stdout):
-                if pipe is not None:
-                    pipe.close()
+        end_writers(writers)
         if not group.summaries:
             group.stop()
         engine.dispose()
-    results = [json.loads((workdir / f"writer-{i}.json").read_text()) for i in range(WRITERS)]
+    results = read_writers(workdir, WRITERS)
     commit_time: dict[str, float] = {}
     for result in results:
         commit_time.update(zip(result["event_ids"], result["commit_times"], strict=True))

@@ -11,6 +11,9 @@ commit-to-ack latency and whether the backlog grows.
 * Backlog: ``count(*) WHERE state = 'pending'`` once a second; the growth is the least-squares slope over
   the run after a short warm-up. After the writers stop, the relay gets ``drain_timeout`` seconds (10) to
   empty the backlog; latencies are computed over the events published by then.
+* CPU (``cpu``, :mod:`bench.cpu`): PostgreSQL (every server process), the broker, the relays, the writers
+  and the rest of the machine over the writing window (``duration`` s from the common start), per event
+  over the events written in that window (the achieved rate times the window).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import sqlalchemy as sa
 
 from bench import backlog
 from bench.breakdown import cycles_from, latency_breakdown
+from bench.cpu import CpuMeter
 from bench.env import ROOT
 from bench.infra import create_topic, delete_topics
 from bench.relays import RelayGroup, peak_rss_mb
@@ -115,7 +119,7 @@ def _cpu_seconds(pid: int) -> float | None:
     return float(times.user + times.system)
 
 
-class _BacklogSampler(threading.Thread):
+class BacklogSampler(threading.Thread):
     """Once a second: the pending count, and the CPU time of every PostgreSQL backend connected to the
     run's database (the relays' and the writers' sessions; not this sampler's, not other databases'
     on a shared server, not the server's background processes)."""
@@ -153,7 +157,7 @@ class _BacklogSampler(threading.Thread):
         return sum(self.cpu_last[pid] - self.cpu_first[pid] for pid in self.cpu_last)
 
 
-def _per_event_us(sampler: _BacklogSampler, rate: float) -> float | None:
+def _per_event_us(sampler: BacklogSampler, rate: float) -> float | None:
     """Backend CPU per event: CPU between the first and last sample over the events written meanwhile
     (the writers' achieved rate times that window)."""
     if len(sampler.points) < 2 or rate <= 0:
@@ -162,7 +166,7 @@ def _per_event_us(sampler: _BacklogSampler, rate: float) -> float | None:
     return round(sampler.backend_cpu_seconds() / (rate * window) * 1e6, 1) if window > 0 else None
 
 
-def _start_writers(
+def start_writers(
     writers: list[subprocess.Popen[str]],
     database_url: str,
     *,
@@ -171,19 +175,23 @@ def _start_writers(
     per_txn: int,
     duration: float,
     workdir: Path,
+    count: int = WRITERS,
+    record: bool = True,
 ) -> float:
-    """Spawn the writers (appended to ``writers``), wait until all are ready, start them together at
-    the returned wall-clock time (already reached when this returns)."""
+    """Spawn ``count`` writers sharing ``rate`` (0: each writes as fast as it can, closed loop), appended
+    to ``writers``; wait until all are ready, start them together at the returned wall-clock time
+    (already reached when this returns). Writer ``i`` writes its results to ``workdir/writer-<i>.json``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    for i in range(WRITERS):
+    for i in range(count):
         writers.append(
             subprocess.Popen(
                 [
                     sys.executable, "-m", "bench.writer_proc",
                     "--url", database_url, "--topic", topic,
-                    "--rate", str(rate / WRITERS), "--per-txn", str(per_txn),
+                    "--rate", str(rate / count), "--per-txn", str(per_txn),
                     "--duration", str(duration),
                     "--out", str(workdir / f"writer-{i}.json"),
+                    *([] if record else ["--no-record"]),
                 ],
                 cwd=ROOT,
                 env=env,
@@ -208,6 +216,44 @@ def _start_writers(
     return start_at
 
 
+def end_writers(writers: list[subprocess.Popen[str]]) -> None:
+    """Kill writers still running (after an error) and close their pipes."""
+    for proc in writers:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def read_writers(workdir: Path, count: int) -> list[dict[str, Any]]:
+    """The writers' result files."""
+    return [json.loads((workdir / f"writer-{i}.json").read_text()) for i in range(count)]
+
+
+def commit_latencies(
+    engine: sa.Engine,
+    bootstrap: str,
+    topic: str,
+    results: list[dict[str, Any]],
+    appended_out: dict[str, float] | None = None,
+) -> tuple[dict[str, float], list[float], list[float]]:
+    """(event id -> commit time, commit -> broker append seconds, commit -> marked seconds) of every event
+    the writers recorded: the topic is read back (LogAppendTime) and the rows' ``published_at`` read.
+    ``appended_out`` receives event id -> append time (for :mod:`bench.breakdown`)."""
+    commit_time: dict[str, float] = {}
+    for result in results:
+        commit_time.update(zip(result["event_ids"], result["commit_times"], strict=True))
+    appended = _read_append_times(bootstrap, topic, len(commit_time))
+    marked = _published_at(engine, topic)
+    if appended_out is not None:
+        appended_out.update(appended)
+    to_ack = [appended[e] - t for e, t in commit_time.items() if e in appended]
+    to_mark = [marked[e] - t for e, t in commit_time.items() if e in marked]
+    return commit_time, to_ack, to_mark
+
+
 def run_sustained(
     engine: sa.Engine,
     database_url: str,
@@ -230,15 +276,20 @@ def run_sustained(
     per_txn = max(1, math.ceil(rate / TXN_RATE_CAP))
     group = RelayGroup(database_url, bootstrap, instances, relay_config, patch=patch)
     writers: list[subprocess.Popen[str]] = []
-    sampler = _BacklogSampler(engine)
+    sampler = BacklogSampler(engine)
+    meter = CpuMeter(relay_pids=group.pids)
     try:
         group.start()
         group.wait_balanced(engine, relay_config.get("shard_count", 64))
-        start_at = _start_writers(
+        start_at = start_writers(
             writers, database_url, topic=topic, rate=rate, per_txn=per_txn, duration=duration, workdir=workdir
         )
+        meter.relay_pids, meter.writer_pids = group.pids, [w.pid for w in writers]
+        meter.start()
         sampler.t0 = start_at
         sampler.start()
+        time.sleep(max(0.0, start_at + duration - time.time()))
+        meter.stop()  # the writing window, taken while the writers still run
         for proc in writers:
             proc.wait(timeout=duration * 3 + 60)
         writers_done = time.time()
@@ -248,25 +299,14 @@ def run_sustained(
         tail_seconds = time.time() - writers_done
         summaries = group.stop()
     finally:
-        for proc in writers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            for pipe in (proc.stdin, proc.stdout):
-                if pipe is not None:
-                    pipe.close()
+        end_writers(writers)
         if not group.summaries:
             group.stop()
-    results = [json.loads((workdir / f"writer-{i}.json").read_text()) for i in range(WRITERS)]
-    commit_time: dict[str, float] = {}
-    for result in results:
-        commit_time.update(zip(result["event_ids"], result["commit_times"], strict=True))
+    results = read_writers(workdir, WRITERS)
+    appended: dict[str, float] = {}
+    commit_time, to_ack, to_mark = commit_latencies(engine, bootstrap, topic, results, appended)
     written = len(commit_time)
-    appended = _read_append_times(bootstrap, topic, written)
-    marked = _published_at(engine, topic)
     delete_topics([topic])
-    to_ack = [appended[e] - t for e, t in commit_time.items() if e in appended]
-    to_mark = [marked[e] - t for e, t in commit_time.items() if e in marked]
     writer_seconds = max(r["seconds"] for r in results)
     achieved = written / writer_seconds if writer_seconds > 0 else 0.0
     points = [(t, n) for t, n in sampler.points if t >= min(5.0, duration * 0.25)]
@@ -294,6 +334,7 @@ def run_sustained(
         "backlog_growth_per_second": round(growth, 1),
         "pg_backend_cpu_seconds": round(sampler.backend_cpu_seconds(), 2),
         "pg_backend_cpu_us_per_event": _per_event_us(sampler, achieved),
+        "cpu": meter.result(events=round(achieved * (meter.samples[-1].wall - meter.samples[0].wall))),
         "backlog_max": max((n for _, n in sampler.points), default=0),
         "backlog_samples": [[round(t, 1), n] for t, n in sampler.points],
         "peak_rss_mb": peak_rss_mb(summaries),

@@ -38,7 +38,8 @@ def test_write_path_harness_counts_every_transaction(pg_url: str) -> None:
 def test_drain_harness_publishes_every_event(
     pg_url: str, kafka_bootstrap: str, new_topic: Callable[..., str]
 ) -> None:
-    """Raw ceiling, naive relay and a real relay drain each deliver exactly the events they were given."""
+    """Raw ceiling, naive relay and a real relay drain each deliver exactly the events they were given,
+    and the drain accounts the relay's CPU."""
     events = EventFactory(20).batch(200)
     ceiling = raw_producer_ceiling(kafka_bootstrap, new_topic(partitions=3), events)
     assert ceiling["acked"] == 200
@@ -57,6 +58,8 @@ def test_drain_harness_publishes_every_event(
         assert drain["published"] == 200
         assert drain["finished"]
         assert drain["exit_codes"] == [0]
+        assert drain["cpu"]["events"] == 200
+        assert drain["cpu"]["components"]["relay"]["cpu_seconds"] > 0
         assert backlog.pending(engine) == 0
     finally:
         engine.dispose()
@@ -64,7 +67,7 @@ def test_drain_harness_publishes_every_event(
 
 def test_sustained_harness_matches_every_commit_to_its_ack(pg_url: str, kafka_bootstrap: str) -> None:
     """A short sustained run finds every written event on the topic and marked published, and measures
-    the CPU of the run's PostgreSQL backends."""
+    the CPU of the run's PostgreSQL backends and of each component."""
     engine = sa.create_engine(pg_url)
     try:
         upgrade(engine)
@@ -82,6 +85,8 @@ def test_sustained_harness_matches_every_commit_to_its_ack(pg_url: str, kafka_bo
     assert run["commit_to_ack_ms"]["count"] == 200
     assert run["pg_backend_cpu_seconds"] > 0
     assert run["pg_backend_cpu_us_per_event"] > 0
+    assert run["cpu"]["components"]["writers"]["cpu_seconds"] > 0
+    assert run["cpu"]["components"]["postgresql"]["us_per_event"] > 0
 
 
 def test_two_step_claim_experiment_claims_what_the_shipped_claim_claims(pg_url: str) -> None:
@@ -139,3 +144,54 @@ def test_sqlite_latency_harness_measures_every_event_of_both_variants(kafka_boot
     for run in result["runs"]:
         assert run["events_written"] > 0
         assert run["events_acked"] == run["events_written"]
+
+
+def test_scaling_step_accounts_every_written_event_and_each_components_cpu(
+    pg_url: str, kafka_bootstrap: str
+) -> None:
+    """A closed-loop scaling step writes events, the relay publishes them within the window, and the step
+    reports writer, relay and PostgreSQL CPU with a verdict."""
+    from bench.scaling import run_step
+
+    engine = sa.create_engine(pg_url)
+    try:
+        upgrade(engine)
+        step = run_step(
+            engine, pg_url, kafka_bootstrap, writers=1, seconds=2.0, relay_config=RELAY, partitions=3,
+            per_txn=5,
+        )
+    finally:
+        engine.dispose()
+    assert step["events_written"] > 0
+    assert step["events_written"] == 5 * step["transactions"]
+    assert 0 < step["published_in_window"] <= step["events_written"]
+    parts = step["cpu"]["components"]
+    assert parts["writers"]["cpu_seconds"] > 0
+    assert parts["relay"]["cpu_seconds"] > 0
+    assert parts["postgresql"]["cpu_seconds"] > 0
+    assert "most CPU" in step["verdict"]
+
+
+def test_soak_samples_rss_backlog_and_table_size_and_publishes_what_was_written(
+    pg_url: str, kafka_bootstrap: str
+) -> None:
+    """A short soak records one sample every interval with the relay's RSS and a growing table, and
+    publishes the events written."""
+    from bench.soak import run_soak
+
+    engine = sa.create_engine(pg_url)
+    try:
+        upgrade(engine)
+        soak = run_soak(
+            engine, pg_url, kafka_bootstrap, minutes=0.1, rate=100.0, relay_config=RELAY, partitions=3,
+            interval=2.0,
+        )
+    finally:
+        engine.dispose()
+    series = soak["series"]
+    assert len(series) == 3
+    assert all(point["relay_rss_mb"] > 0 for point in series)
+    assert series[-1]["table_total_mb"] >= series[0]["table_total_mb"]
+    assert series[-1]["published_total"] > 0
+    assert soak["summary"]["samples"] == 3
+    assert soak["settings"]["retention_seconds"] > 0
