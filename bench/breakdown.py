@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import sqlalchemy as sa
 
+    from bench.cpu import format_line
     from bench.infra import BOOTSTRAP, fresh_database
     from bench.sustained import run_sustained
     from payment_events.outbox.migrate import upgrade
@@ -278,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"{run['achieved_write_rate']}/s; ack p50/p99 {ack['p50']}/{ack['p99']} ms; "
                           f"pg cpu/event {run['pg_backend_cpu_us_per_event']} us; relay cpu "
                           f"{run['relay_cpu_seconds']} s; mean batch {run['mean_batch']}", flush=True)
+                    if run.get("cpu"):
+                        print("cpu: " + format_line(run["cpu"]), flush=True)
                     if run.get("breakdown"):
                         print(format_breakdown(run["breakdown"]), flush=True)
                     results.append({"round": round_no + 1, "patch": patch, "load": os.getloadavg(), **run})
