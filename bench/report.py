@@ -172,6 +172,19 @@ def markdown(results: dict[str, Any]) -> str:
                 f" + outbox | {_fmt(rb['p50'], 3)} ms | typical txn alone {_fmt(r['p50'], 3)} ms | "
                 f"{wp['typical_ratio_p50']}x |"
             )
+        if "payment_plus_round_trip_ms" in wp:
+            f, rf = wp["payment_plus_round_trip_ms"], wp["typical_payment_plus_round_trip_ms"]
+            r = wp["typical_payment_alone_ms"]
+            lines.append(
+                "| 1. Write path p50, floor: payment txn + one `SELECT 1` (any extra statement's round trip)"
+                f" | {_fmt(f['p50'], 3)} ms | payment txn alone {_fmt(a['p50'], 3)} ms | "
+                f"{wp['floor_ratio_p50']}x |"
+            )
+            lines.append(
+                "| 1. Write path p50, floor: typical payment txn + one `SELECT 1`"
+                f" | {_fmt(rf['p50'], 3)} ms | typical txn alone {_fmt(r['p50'], 3)} ms | "
+                f"{wp['typical_floor_ratio_p50']}x |"
+            )
     drain = results.get("drain") or {}
     ceiling = (drain.get("raw_ceiling") or {}).get("events_per_second")
     naive = (drain.get("naive") or {}).get("events_per_second")

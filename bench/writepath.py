@@ -7,7 +7,12 @@ before the clock starts, as the application has it already), the one-statement i
 wake-up and the key's commit-order lock. Variant BU is B with ``key_order=False`` (no advisory lock), to
 show what the commit-order lock costs. Variant C is B with ``notify=False`` (the relay then relies on
 polling), to show what the notification costs. For context, R and RB repeat A and B with a more typical
-payment transaction: read the payment ``FOR UPDATE``, update it, and insert a ``payment_attempts`` row. The
+payment transaction: read the payment ``FOR UPDATE``, update it, and insert a ``payment_attempts`` row.
+F and RF are A and R plus one ``SELECT 1``: the floor of anything that adds one statement (one more round
+trip to the server) to the transaction, whatever the statement does. The gap between B and F is what the
+insert itself costs (index entries, the WAL to flush at commit); the gap between F and A is the round trip,
+which no outbox inside the caller's transaction avoids unless the caller sends its own statements in the
+same round trip (a pipeline). The
 variants are interleaved (A B BU C R RB, then in reverse, ...) on one connection so drift (other processes,
 checkpoints, autovacuum) hits them alike. Each transaction is timed from ``BEGIN`` to the return of
 ``COMMIT`` with ``time.perf_counter``.
@@ -52,6 +57,7 @@ _UPDATE = sa.text(
     "UPDATE payments SET status = :status, updated_at = now(), version = version + 1 WHERE id = :id"
 )
 _LOCK = sa.text("SELECT id, status, amount, currency, version FROM payments WHERE id = :id FOR UPDATE")
+_NOOP = sa.text("SELECT 1")
 _ATTEMPT = sa.text(
     "INSERT INTO payment_attempts (payment_id, status, gateway_code) VALUES (:id, :status, 'do_not_honor')"
 )
@@ -82,19 +88,26 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
         create_payments(engine)
         factory = EventFactory(keys=1000)
         rng = random.Random(7)
-        timings: dict[str, list[float]] = {"A": [], "B": [], "BU": [], "C": [], "R": [], "RB": []}
+        timings: dict[str, list[float]] = {
+            "A": [], "B": [], "BU": [], "C": [], "R": [], "RB": [], "F": [], "RF": []
+        }
 
         with engine.connect() as conn:
             conn.exec_driver_sql("SET synchronous_commit = on")  # explicit, although it is the default
             conn.commit()
 
-            def alone() -> float:
-                started = time.perf_counter()
-                with conn.begin():
-                    conn.execute(
-                        _UPDATE, {"status": rng.choice(_STATUSES), "id": rng.randint(1, PAYMENT_ROWS)}
-                    )
-                return time.perf_counter() - started
+            def alone(extra_round_trip: bool = False) -> Callable[[], float]:
+                def variant() -> float:
+                    started = time.perf_counter()
+                    with conn.begin():
+                        conn.execute(
+                            _UPDATE, {"status": rng.choice(_STATUSES), "id": rng.randint(1, PAYMENT_ROWS)}
+                        )
+                        if extra_round_trip:
+                            conn.execute(_NOOP)
+                    return time.perf_counter() - started
+
+                return variant
 
             def with_outbox(notify: bool, key_order: bool = True) -> Callable[[], float]:
                 def variant() -> float:
@@ -109,7 +122,7 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
 
                 return variant
 
-            def typical(outbox: bool) -> Callable[[], float]:
+            def typical(outbox: bool, extra_round_trip: bool = False) -> Callable[[], float]:
                 def variant() -> float:
                     event = factory.model()
                     payment = rng.randint(1, PAYMENT_ROWS)
@@ -121,15 +134,18 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
                         conn.execute(_ATTEMPT, {"id": payment, "status": status})
                         if outbox:
                             OutboxPublisher(conn).publish(event)
+                        if extra_round_trip:
+                            conn.execute(_NOOP)
                     return time.perf_counter() - started
 
                 return variant
 
             variants = {
-                "A": alone, "B": with_outbox(True), "BU": with_outbox(True, key_order=False),
+                "A": alone(), "B": with_outbox(True), "BU": with_outbox(True, key_order=False),
                 "C": with_outbox(False), "R": typical(False), "RB": typical(True),
+                "F": alone(extra_round_trip=True), "RF": typical(False, extra_round_trip=True),
             }
-            order = ["A", "B", "BU", "C", "R", "RB"]
+            order = ["A", "B", "BU", "C", "R", "RB", "F", "RF"]
             for i in range(warmup + pairs):
                 for name in order if i % 2 == 0 else reversed(order):
                     elapsed = variants[name]()
@@ -139,7 +155,7 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
     finally:
         engine.dispose()
 
-    a, b, bu, c, r, rb = (summary_ms(timings[k]) for k in ("A", "B", "BU", "C", "R", "RB"))
+    a, b, bu, c, r, rb, f, rf = (summary_ms(timings[k]) for k in ("A", "B", "BU", "C", "R", "RB", "F", "RF"))
     return {
         "transactions_per_variant": pairs,
         "warmup_per_variant": warmup,
@@ -158,5 +174,10 @@ def run_write_path(database_url: str, pairs: int, warmup: int = 200) -> dict[str
         "typical_payment_plus_outbox_ms": rb,
         "typical_ratio_p50": ratio(rb["p50"], r["p50"]),
         "typical_ratio_p99": ratio(rb["p99"], r["p99"]),
-        "method": "interleaved A,B,BU,C,R,RB / reversed, one connection; BEGIN..COMMIT timed (perf_counter)",
+        "payment_plus_round_trip_ms": f,
+        "typical_payment_plus_round_trip_ms": rf,
+        "floor_ratio_p50": ratio(f["p50"], a["p50"]),
+        "typical_floor_ratio_p50": ratio(rf["p50"], r["p50"]),
+        "method": "interleaved A,B,BU,C,R,RB,F,RF / reversed, one connection; BEGIN..COMMIT timed"
+        " (perf_counter)",
     }
