@@ -187,7 +187,7 @@ class KafkaBatchProducer:
         if limit >= current:
             return False
         self._config["batch.size"] = limit
-        self.rebuild()
+        self.rebuild(planned=True)
         return True
 
     @property
@@ -195,8 +195,9 @@ class KafkaBatchProducer:
         """The fatal error that will trigger a rebuild before the next batch, if any."""
         return self._fatal
 
-    def rebuild(self) -> None:
-        """Replace the producer with a fresh one (after a fatal error or a purge at a deadline).
+    def rebuild(self, *, planned: bool = False) -> None:
+        """Replace the producer with a fresh one (after a fatal error or a purge at a deadline; ``planned``:
+        a settings change between batches, such as a batch-size cap, logged at INFO rather than WARNING).
 
         Whatever the old producer still holds is purged and its reports served first, so a batch
         still waiting on it gets its (failed) outcomes instead of waiting for reports that never come.
@@ -210,8 +211,10 @@ class KafkaBatchProducer:
         self._producer = self._new_producer()
         self._fatal = None
         self.rebuilds += 1
-        log.warning(
-            "built a fresh producer", extra={"event": "relay.producer_rebuilt", "count": self.rebuilds}
+        log.log(
+            logging.INFO if planned else logging.WARNING,
+            "built a fresh producer",
+            extra={"event": "relay.producer_rebuilt", "count": self.rebuilds, "planned": planned},
         )
 
     def produce_batch(self, messages: Sequence[Producible], timeout: float) -> list[Outcome]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -203,3 +204,28 @@ def test_a_relay_refuses_a_producer_whose_timeout_would_end_the_wait_first() -> 
     producer, _ = adapter(lambda n: n)  # message.timeout.ms = 50
     with pytest.raises(ConfigurationError, match=r"message\.timeout\.ms must be longer"):
         Relay(InMemoryOutboxStore(), producer, RelayConfig(delivery_timeout_seconds=1.0))
+
+
+def test_the_wait_for_reports_flushes_so_a_batch_does_not_sit_out_linger() -> None:
+    """The relay waits for a batch's reports with flush() (librdkafka then sends at once, ignoring
+    linger.ms), never poll() (which let every batch wait out linger.ms before its first request)."""
+    producer, built = adapter(lambda n: n)
+
+    def no_poll(timeout: float) -> int:
+        raise AssertionError("poll() would let the batch wait out linger.ms")
+
+    built[0].buffer_errors = 0  # a full local queue is served with poll(), rightly: not this case
+    built[0].poll = no_poll  # type: ignore[method-assign]
+    outcomes = producer.produce_batch(MESSAGES, timeout=1.0)
+    assert outcomes == [Delivered(0, 0), Delivered(0, 1), Delivered(0, 2)]
+
+
+def test_a_planned_rebuild_for_a_batch_size_cap_is_not_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Capping record batches below a topic's limit rebuilds the client between batches: an INFO line,
+    not the WARNING of a rebuild after a fatal error or a deadline."""
+    producer, built = adapter(lambda n: n)
+    with caplog.at_level(logging.INFO, logger="payment_events.kafka.producer"):
+        assert producer.limit_batch_bytes(500_000)
+    assert len(built) == 2
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "relay.producer_rebuilt"]
+    assert record.levelno == logging.INFO
