@@ -45,15 +45,23 @@ class _CycleTrace:
         self.cycles: list[dict[str, Any]] = []
         self._woke_at: float | None = None
         self._current: dict[str, Any] | None = None
+        self._depth = 0
+        self.slow_steps: list[list[Any]] = []
 
     def woke(self) -> None:
         self._woke_at = time.time()
 
     def claim_started(self) -> None:
+        self._depth += 1
+        if self._depth > 1:  # FencedOutboxStore.claim calls its (also wrapped) claim_excluding
+            return
         self._current = {"wake": self._woke_at, "claim_start": time.time()}
         self._woke_at = None
 
     def claimed(self, ids: list[str]) -> None:
+        self._depth -= 1
+        if self._depth > 0:
+            return
         cycle = self._current
         if cycle is None:
             return
@@ -75,8 +83,14 @@ class _CycleTrace:
         self._current = None
         return cycle
 
+    def slow(self, what: str, started: float, at_least: float) -> None:
+        """Record ``what`` (started at ``started``) if it took ``at_least`` seconds or more."""
+        took = time.time() - started
+        if took >= at_least:
+            self.slow_steps.append([what, round(started, 4), round(took, 4)])
+
     def dump(self) -> list[dict[str, Any]]:
-        return [c for c in self.cycles if "acked" in c]
+        return [c for c in self.cycles if "acked" in c] + [{"slow": self.slow_steps}]
 
 
 def install_cycle_trace(relay: Any) -> _CycleTrace:
@@ -88,12 +102,25 @@ def install_cycle_trace(relay: Any) -> _CycleTrace:
     wait = waker.wait
 
     def traced_wait(timeout: float) -> bool:
+        started = time.time()
         woke = bool(wait(timeout))
         if woke:
             trace.woke()
+        trace.slow("wait woke" if woke else "wait timed out", started, 0.02)
         return woke
 
     waker.wait = traced_wait
+    for name in ("_housekeeping", "_settle_marks", "_refresh_leases"):
+        method = getattr(relay, name)
+
+        def timed(*args: Any, _method: Any = method, _name: str = name, **kwargs: Any) -> Any:
+            started = time.time()
+            try:
+                return _method(*args, **kwargs)
+            finally:
+                trace.slow(_name, started, 0.005)
+
+        setattr(relay, name, timed)
 
     store = relay._store
     for name in ("claim", "claim_excluding"):
@@ -195,6 +222,8 @@ def latency_breakdown(
     woken = 0
     events = 0
     for cycle in cycles:
+        if "slow" in cycle:
+            continue
         claim_start, claim_end = cycle["claim_start"], cycle["claim_end"]
         handed, acked = cycle.get("handed", claim_end), cycle["acked"]
         for event_id in cycle["ids"]:
@@ -276,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                         patch=patch,
                     )
                     run.pop("backlog_samples", None)
+                    cycles = run.pop("cycles", [])
                     ack = run["commit_to_ack_ms"]
                     print(f"round {round_no + 1}, {patch or 'shipped'}: target {args.rate:.0f}/s, achieved "
                           f"{run['achieved_write_rate']}/s; ack p50/p99 {ack['p50']}/{ack['p99']} ms; "
@@ -285,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                         print("cpu: " + format_line(run["cpu"]), flush=True)
                     if run.get("breakdown"):
                         print(format_breakdown(run["breakdown"]), flush=True)
-                    results.append({"round": round_no + 1, "patch": patch, "load": os.getloadavg(), **run})
+                    load = os.getloadavg()
+                    results.append({"round": round_no + 1, "patch": patch, "load": load, **run, "cycles": cycles})
         finally:
             engine.dispose()
     if args.out is not None:

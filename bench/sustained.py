@@ -342,5 +342,9 @@ def run_sustained(
         "relay_cpu_seconds": [s.get("cpu_seconds") for s in summaries],
         "mean_batch": [s.get("mean_batch") for s in summaries],
         "vacuum_before_seconds": round(vacuum_seconds, 2),
-        **({"breakdown": latency_breakdown(cycles, commit_time, appended)} if cycles else {}),
+        **(
+            {"breakdown": latency_breakdown(cycles, commit_time, appended), "cycles": cycles}
+            if cycles
+            else {}
+        ),
     }
