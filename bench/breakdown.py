@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                     if run.get("breakdown"):
                         print(format_breakdown(run["breakdown"]), flush=True)
                     load = os.getloadavg()
-                    results.append({"round": round_no + 1, "patch": patch, "load": load, **run, "cycles": cycles})
+                    run = {"round": round_no + 1, "patch": patch, "load": load, **run, "cycles": cycles}
+                    results.append(run)
         finally:
             engine.dispose()
     if args.out is not None:

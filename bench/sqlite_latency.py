@@ -24,7 +24,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench import backlog
 from bench.infra import create_topic, delete_topics
 from bench.relays import RelayGroup, peak_rss_mb
 from bench.stats import summary_ms
@@ -35,26 +34,13 @@ from bench.sustained import (
     end_writers,
     read_writers,
     start_writers,
+    warm_up,
 )
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "polled": {"listen": False, "poll_interval_seconds": 0.05},
     "shipped": {},
 }
-
-
-def _warm_up(engine: sa.Engine, topic: str, events: int = 50, timeout: float = 30.0) -> None:
-    """Publish a few events through the relay and wait until they are marked: the relay's producer then
-    knows the new topic's partition leaders (the first produce to a topic waits for its metadata, which
-    is start-up, not latency)."""
-    from bench.events import EventFactory
-    from payment_events.outbox.publisher import OutboxPublisher
-
-    with engine.begin() as conn:
-        OutboxPublisher(conn, router=lambda _t: topic).publish_encoded(EventFactory(events).batch(events))
-    if backlog.wait_drained(engine, timeout, interval=0.1) is None:
-        raise RuntimeError("the SQLite relay did not publish the warm-up events")
-    time.sleep(1.0)
 
 
 def _one(bootstrap: str, variant: str, rate: float, duration: float, partitions: int) -> dict[str, Any]:
@@ -75,7 +61,7 @@ def _one(bootstrap: str, variant: str, rate: float, duration: float, partitions:
     writers: list[Any] = []
     try:
         group.start()
-        _warm_up(engine, topic)
+        warm_up(engine, topic)
         start_writers(
             writers, url, topic=topic, rate=rate, per_txn=per_txn, duration=duration, workdir=workdir
         )

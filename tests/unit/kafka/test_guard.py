@@ -98,3 +98,11 @@ def test_a_missing_topic_is_answered_at_once_and_named_while_other_topics_flow()
     assert states == [("nope", True)]
     assert catalog.asked.count("nope") == 1  # re-checked only every recheck_seconds
     assert guard.missing_topics == frozenset({"nope"})
+
+
+def test_default_batch_size_needs_no_cap_for_a_default_topic() -> None:
+    """The relay's default batch.size is under the cap for Kafka's default max.message.bytes
+    (1,048,588), so a relay on default topics never rebuilds its producer to cap its batches."""
+    from payment_events.kafka.producer import DEFAULT_PRODUCER_CONFIG
+
+    assert int(DEFAULT_PRODUCER_CONFIG["batch.size"]) <= batch_bytes_below(1_048_588)
