@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine, Transaction
 
 from payment_events.errors import LeaseLostError
 from payment_events.events.codec import EncodedEvent
-from payment_events.outbox import migrate, postgres
+from payment_events.outbox import hot_path, migrate
 from payment_events.outbox.ports import (
     LAST_ERROR_MAX_CHARS,
     BacklogStats,
@@ -176,7 +176,7 @@ def _sql_harness(name: str, url: str, *, concurrent_writers: bool, hot: bool = F
     clock = Clock()
     # "hot": the store as the relay builds it (from_url), whose claims and published marks are single
     # autocommit statements on its own pinned engine; otherwise a store on the caller's engine.
-    hot_engine = create_engine(url, **postgres.hot_engine_options({})) if hot else None
+    hot_engine = create_engine(url, **hot_path.hot_engine_options({})) if hot else None
     store = SqlOutboxStore(engine, clock=clock, hot_engine=hot_engine)
     return SqlHarness(name, engine, clock, store, concurrent_writers, hot_engine=hot_engine)
 

@@ -6,7 +6,7 @@ here, so a change to the hot path's SQL touches one file.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -15,7 +15,7 @@ from sqlalchemy import Select, bindparam, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from payment_events.outbox.ports import Dead, Fence, Published, Retry, truncate_error
+from payment_events.outbox.ports import Dead, Published, Retry, truncate_error
 from payment_events.outbox.rows import chunks
 from payment_events.outbox.table import UtcDateTime, retry_index_predicate
 
@@ -26,21 +26,6 @@ def engine_options(options: dict[str, Any]) -> dict[str, Any]:
     connect_args = dict(options.pop("connect_args", {}))
     connect_args["options"] = (connect_args.get("options", "") + " -c jit=off").strip()
     return {**options, "connect_args": connect_args}
-
-
-HOT_PATH_SETTINGS = "-c enable_sort=off -c enable_seqscan=off"
-"""The claim's planner pin (:data:`CLAIM_PLAN_PIN`) as session settings of the store's hot-path
-connections, which run nothing but claims and marks (both index-driven; see :func:`hot_engine_options`)."""
-
-
-def hot_engine_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``create_engine`` options for a store's hot-path engine: its connections run only the claim and
-    the published marks, each one statement in autocommit (one round trip, no ``BEGIN``/``COMMIT``),
-    with the claim's planner pin set once per session instead of once per claim."""
-    options = engine_options(dict(options))
-    connect_args = dict(options.pop("connect_args", {}))
-    connect_args["options"] = (connect_args.get("options", "") + " " + HOT_PATH_SETTINGS).strip()
-    return {**options, "connect_args": connect_args, "isolation_level": "AUTOCOMMIT"}
 
 
 _LOCKED_SHARDS = text(
@@ -80,33 +65,10 @@ def pg_claim_sql(shard_filter: bool, limit: int, exclude: bool = False) -> str:
       are still being written; see :meth:`SqlOutboxStore.claim_excluding`).
     """
     shard_clause = "  AND o.shard = ANY(CAST(%(shards)s AS SMALLINT[]))\n" if shard_filter else ""
-    return _claim_body(shard_clause, limit, exclude)
+    return claim_body(shard_clause, limit, exclude)
 
 
-@lru_cache(maxsize=32)
-def pg_fenced_claim_sql(limit: int, exclude: bool = False, check_locks: bool = False) -> str:
-    """The fenced claim as ONE statement: the lease check and the claim of :func:`pg_claim_sql`.
-
-    The ``held`` CTE share-locks the caller's lease rows (``FOR SHARE``, in shard order, like
-    :func:`~payment_events.outbox.fencing.held_shards`) and keeps those whose owner and generation still
-    match the fence (parameters ``fence_namespace``, ``fence_owner``, ``fence_shards``,
-    ``fence_generations``); with ``check_locks`` also only shards whose advisory lock the relay's lease
-    backend (``lease_pid``) holds now. The claim then reads only rows of those shards.
-
-    Why this is safe as one statement: a takeover that committed before the lease rows are locked has
-    changed their generation, and PostgreSQL re-checks a row it locks against its newest version (so
-    that shard drops out); a takeover that comes later waits for the lock, which ends with the claim's
-    transaction. Sent alone in autocommit on the store's hot-path connections (:func:`hot_engine_options`)
-    it is one round trip; the lease check, the lock check, the planner pin and the claim in one
-    transaction were six with ``BEGIN`` and ``COMMIT``, the per-cycle cost that dominated the relay's
-    database time at low rates (issue 16).
-    """
-    shard_clause = "  AND o.shard IN (SELECT shard FROM held)\n"
-    held = _held_leases_cte(_psycopg_param, check_locks)
-    return "WITH " + held + "\n" + _claim_body(shard_clause, limit, exclude)
-
-
-def _claim_body(shard_clause: str, limit: int, exclude: bool) -> str:
+def claim_body(shard_clause: str, limit: int, exclude: bool) -> str:
     if exclude:
         # A hashed subplan, built once per execution, also in a generic plan (``<> ALL($1)`` would
         # compare every candidate with the whole array there).
@@ -127,52 +89,6 @@ def _claim_body(shard_clause: str, limit: int, exclude: bool) -> str:
     )
 
 
-def _psycopg_param(name: str) -> str:
-    return f"%({name})s"
-
-
-def _sqlalchemy_param(name: str) -> str:
-    return f":{name}"
-
-
-def _held_leases_cte(param: Callable[[str], str], check_locks: bool) -> str:
-    """``held AS (...)``: the shards of the fence whose lease rows still carry its owner and generation,
-    share-locked until the statement's transaction ends (see :func:`pg_fenced_claim_sql`)."""
-    locks = ""
-    if check_locks:
-        locks = (
-            "\n    AND l.shard IN (SELECT objid::integer FROM pg_locks"
-            " WHERE locktype = 'advisory' AND granted AND objsubid = 2"
-            f" AND pid = {param('lease_pid')}"
-            f" AND classid = CAST({param('fence_namespace')} AS bigint)::oid"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
-        )
-    return (
-        "held AS MATERIALIZED (\n"
-        "  SELECT l.shard FROM payment_events_shard_leases AS l\n"
-        f"  JOIN unnest(CAST({param('fence_shards')} AS SMALLINT[]),"
-        f" CAST({param('fence_generations')} AS BIGINT[])) AS f(shard, generation)\n"
-        "    ON l.shard = f.shard AND l.generation = f.generation\n"
-        f"  WHERE l.namespace = CAST({param('fence_namespace')} AS INTEGER)"
-        f" AND l.owner = {param('fence_owner')}{locks}\n"
-        "  ORDER BY l.shard FOR SHARE OF l)"
-    )
-
-
-def fence_parameters(fence: Fence) -> dict[str, Any]:
-    """The parameters of :func:`_held_leases_cte` for ``fence``."""
-    shards, generations = fence.pairs()
-    params: dict[str, Any] = {
-        "fence_namespace": fence.namespace,
-        "fence_owner": fence.owner,
-        "fence_shards": shards,
-        "fence_generations": generations,
-    }
-    if fence.lease_pid is not None:
-        params["lease_pid"] = fence.lease_pid
-    return params
-
-
 CLAIM_PLAN_PIN = "SELECT set_config('enable_sort', 'off', true), set_config('enable_seqscan', 'off', true)"
 """Planner settings for the claim's own transaction: only an index-ordered plan is left (issue 16).
 
@@ -188,7 +104,7 @@ transaction, nothing else on the connection is affected. One statement, one more
 generic plan cached by the server is made under these settings too, because every claim runs under
 them."""
 
-_MARK_PUBLISHED_SQL = (
+MARK_PUBLISHED_SQL = (
     "UPDATE payment_events_outbox AS o"
     " SET state = 'published', published_at = :now, kafka_partition = v.part, kafka_offset = v.off"
     " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:parts AS INTEGER[]), CAST(:offs AS BIGINT[]))"
@@ -208,31 +124,6 @@ _MARK_DEAD_SQL = (
     " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:errs AS TEXT[])) AS v(id, err)"
     " WHERE o.id = v.id AND o.state = 'pending'"
 )
-@lru_cache(maxsize=8)
-def pg_mark_published_sql(fenced: bool, asynchronous: bool) -> str:
-    """Mark a batch published as ONE statement (SQLAlchemy ``:name`` parameters), for autocommit.
-
-    ``fenced``: only rows of shards the fence still holds (the ``held`` CTE of
-    :func:`pg_fenced_claim_sql`, share-locking the lease rows until the commit, so no takeover commits
-    in between); the statement returns those shards, so the caller can tell which marks were not
-    written. ``asynchronous``: ``synchronous_commit`` off for this statement's own transaction
-    (``set_config(..., true)`` is read at its commit), as ``SET LOCAL`` does for the transaction path.
-    One round trip instead of five (``BEGIN``, the lease check, ``SET LOCAL``, the update, ``COMMIT``).
-    """
-    ctes = []
-    if asynchronous:
-        ctes.append("sync AS (SELECT set_config('synchronous_commit', 'off', true) AS done)")
-    if fenced:
-        ctes.append(_held_leases_cte(_sqlalchemy_param, check_locks=False))
-    update = _MARK_PUBLISHED_SQL + (" AND o.shard IN (SELECT shard FROM held)" if fenced else "")
-    ctes.append(f"marked AS ({update} RETURNING 1)")
-    columns = ["(SELECT count(*) FROM marked) AS marked"]
-    if asynchronous:
-        columns.append("(SELECT count(*) FROM sync) AS sync")
-    columns.append("ARRAY(SELECT shard FROM held) AS held" if fenced else "NULL AS held")
-    return "WITH " + ",\n".join(ctes) + "\nSELECT " + ", ".join(columns)
-
-
 _SHARDS_HELD = " AND o.shard = ANY(CAST(:held AS SMALLINT[]))"
 """Appended to a mark when fenced: only rows of the shards the fence still holds."""
 
@@ -240,7 +131,7 @@ _SHARDS_HELD = " AND o.shard = ANY(CAST(:held AS SMALLINT[]))"
 def _marks(fenced: bool) -> tuple[Any, Any, Any]:
     tail = _SHARDS_HELD if fenced else ""
     return (
-        text(_MARK_PUBLISHED_SQL + tail).bindparams(bindparam("now", type_=UtcDateTime())),
+        text(MARK_PUBLISHED_SQL + tail).bindparams(bindparam("now", type_=UtcDateTime())),
         text(_MARK_RETRY_SQL + tail),
         text(_MARK_DEAD_SQL + tail),
     )
@@ -260,12 +151,6 @@ def claim_statement(
     if busy:
         params["busy"] = list(busy)
     return pg_claim_sql(owned is not None, limit, bool(busy)), params
-
-
-@lru_cache(maxsize=8)
-def mark_published_statement(fenced: bool, asynchronous: bool) -> Any:
-    """:func:`pg_mark_published_sql` as a SQLAlchemy statement (``now`` bound as an aware UTC stamp)."""
-    return text(pg_mark_published_sql(fenced, asynchronous)).bindparams(bindparam("now", type_=UtcDateTime()))
 
 
 class PostgresDialect:

@@ -5,9 +5,10 @@ Every method is one short transaction on a pooled connection. The SQL that diffe
 is common:
 
 * ``claim``: one set-based ``SELECT`` by state (never a cursor over ids, so a late-committing insert is
-  still found) over the partial pending index, skipping keys whose head waits for a retry.
-* ``resolve``: one transaction of batched ``UPDATE`` statements (``unnest`` arrays on PostgreSQL, a
-  single ``executemany`` per kind on SQLite). A published row never changes again.
+  still found) over the partial pending index, skipping keys whose head waits for a retry; on
+  PostgreSQL one autocommit statement (:mod:`~payment_events.outbox.hot_path`).
+* ``resolve``: batched ``UPDATE`` statements (``unnest`` arrays; ``executemany`` on SQLite); a published
+  row never changes again.
 * ``backlog``: one ``SELECT`` of scalar subqueries, each answered by a partial index.
 * ``purge_published``: deletes a small batch of old published rows.
 
@@ -26,7 +27,7 @@ from sqlalchemy import Select, bindparam, create_engine, delete, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from payment_events.errors import LeaseLostError
-from payment_events.outbox import dead_letters, fencing, postgres
+from payment_events.outbox import dead_letters, fencing, hot_path, postgres
 from payment_events.outbox.dberrors import translated
 from payment_events.outbox.ports import (
     BacklogStats,
@@ -43,7 +44,7 @@ from payment_events.outbox.ports import (
     utc_now,
 )
 from payment_events.outbox.postgres import PostgresDialect
-from payment_events.outbox.rows import RESOLVE_CHUNK, records
+from payment_events.outbox.rows import records
 from payment_events.outbox.sharding import DEFAULT_SHARD_COUNT, validate_shard_count
 from payment_events.outbox.sqlite import SqliteDialect, configure_sqlite
 from payment_events.outbox.table import (
@@ -122,11 +123,8 @@ class SqlOutboxStore:
     the row stays pending. Turn it off if duplicates after a database crash matter more than throughput.
     ``clock`` stamps ``published_at`` (and is replaceable in tests).
 
-    ``hot_engine`` (PostgreSQL; :meth:`from_url` makes one): a second engine, in autocommit with the
-    claim's planner pin as session settings (:func:`~payment_events.outbox.postgres.hot_engine_options`),
-    that runs the relay's hot path as single statements: every claim, fenced or not, and the marks of a
-    batch whose rows were all published. One round trip each instead of four to six (issue 16). Without
-    it (a store built on the caller's engine) the same statements run in a transaction after the pin.
+    ``hot_engine`` (PostgreSQL; :meth:`from_url` makes one): runs every claim and a published batch's
+    marks as single autocommit statements (see :mod:`~payment_events.outbox.hot_path`).
     """
 
     def __init__(
@@ -167,18 +165,13 @@ class SqlOutboxStore:
         refuse_async_url(url)
         hot_engine: Engine | None = None
         if url.startswith("postgresql"):
-            hot_engine = create_engine(url, **postgres.hot_engine_options(engine_options))
+            hot_engine = create_engine(url, **hot_path.hot_engine_options(engine_options))
             engine_options = postgres.engine_options(engine_options)
         engine = create_engine(url, **engine_options)
         if engine.dialect.name == "sqlite":
             configure_sqlite(engine)
-        store = cls(
-            engine,
-            shard_count=shard_count,
-            async_marks=async_marks,
-            dispose_engine=True,
-            hot_engine=hot_engine,
-        )
+        store = cls(engine, shard_count=shard_count, async_marks=async_marks, dispose_engine=True,
+                    hot_engine=hot_engine)
         if check_schema:
             from payment_events.outbox.migrate import check
 
@@ -207,47 +200,6 @@ class SqlOutboxStore:
         with translated(operation), self.engine.begin() as conn:
             yield conn
 
-    def _hot_claim(self, sql: str, params: dict[str, Any]) -> list[Any]:
-        """Run a PostgreSQL claim statement: alone in autocommit on the hot engine (its sessions carry
-        the planner pin), or else in a transaction after :data:`~payment_events.outbox.postgres.
-        CLAIM_PLAN_PIN`."""
-        if self.hot_engine is not None:
-            with translated("claim"), self.hot_engine.connect() as conn:
-                return postgres.fetch_binary(conn, sql, params)
-        with self._begin("claim") as conn:
-            return postgres.fetch_binary(conn, sql, params, (postgres.CLAIM_PLAN_PIN,))
-
-    def _hot_marks(
-        self, published: Sequence[Published], retries: Sequence[Retry], dead: Sequence[Dead]
-    ) -> bool:
-        """Whether these marks go as one statement on the hot engine: only publications, in one chunk."""
-        return (
-            self.hot_engine is not None
-            and not retries
-            and not dead
-            and 0 < len(published) <= RESOLVE_CHUNK
-        )
-
-    def _mark_published_hot(
-        self, now: datetime, published: Sequence[Published], fence: Fence | None
-    ) -> set[int]:
-        """Mark ``published`` with one autocommit statement on the hot engine; with ``fence``, only rows
-        of shards it still holds. Returns the shards held (empty without a fence)."""
-        assert self.hot_engine is not None
-        params: dict[str, Any] = {
-            "now": now,
-            "ids": [p.id for p in published],
-            "parts": [p.partition for p in published],
-            "offs": [p.offset for p in published],
-        }
-        if fence is not None:
-            params.update(postgres.fence_parameters(fence))
-            params.pop("lease_pid", None)
-        statement = postgres.mark_published_statement(fence is not None, self.async_marks)
-        with translated("resolve"), self.hot_engine.connect() as conn:
-            row = conn.execute(statement, params).one()
-        return {int(s) for s in (row.held or ())}
-
     # ---------------------------------------------------------------------------------------- the port
     def claim(self, shards: Collection[int] | None, limit: int, now: datetime) -> list[OutboxRecord]:
         """Pending rows that may be produced now, in id order, at most ``limit`` (see the port)."""
@@ -269,7 +221,7 @@ class SqlOutboxStore:
                 owned = None  # every shard: the filter would only cost time
         if isinstance(self._dialect, PostgresDialect):
             sql, params = postgres.claim_statement(owned, limit, now, busy)
-            return records(self._hot_claim(sql, params))
+            return records(hot_path.run_claim(self.hot_engine, self._begin, sql, params))
         with self._begin("claim") as conn:
             rows = self._dialect.claim(conn, owned, limit, now, busy)
         return records(rows)
@@ -282,8 +234,9 @@ class SqlOutboxStore:
         published = sorted(published, key=lambda p: p.id)
         retries = sorted(retries, key=lambda r: r.id)
         dead = sorted(dead, key=lambda d: d.id)
-        if self._hot_marks(published, retries, dead):
-            self._mark_published_hot(now, published, None)
+        if hot_path.marks_fit(self.hot_engine, published, retries, dead):
+            assert self.hot_engine is not None
+            hot_path.mark_published(self.hot_engine, now, published, None, asynchronous=self.async_marks)
             return
         with self._begin("resolve") as conn:
             self._dialect.resolve(conn, now, published, retries, dead)
@@ -335,13 +288,9 @@ class SqlOutboxStore:
         :mod:`~payment_events.outbox.fencing`)."""
         if limit <= 0 or not fence.generations:
             return []
-        if isinstance(self._dialect, PostgresDialect):
-            # The lease check and the claim in one statement (see postgres.pg_fenced_claim_sql).
-            sql = postgres.pg_fenced_claim_sql(limit, bool(busy), fence.lease_pid is not None)
-            params: dict[str, Any] = {"now": now, **postgres.fence_parameters(fence)}
-            if busy:
-                params["busy"] = list(busy)
-            return records(self._hot_claim(sql, params))
+        if isinstance(self._dialect, PostgresDialect):  # one statement: see hot_path.pg_fenced_claim_sql
+            return hot_path.claim_fenced(self.hot_engine, self._begin, fence, limit=limit, now=now,
+                                         busy=busy, shard_count=self.shard_count)
         with self._begin("claim") as conn:
             # Share-locks the lease rows until the claim commits: a takeover waits for it, so the claim
             # happens entirely before or entirely after it. Then the usual claim over what is held.
@@ -365,14 +314,18 @@ class SqlOutboxStore:
         published = sorted(published, key=lambda p: p.id)
         retries = sorted(retries, key=lambda r: r.id)
         dead = sorted(dead, key=lambda d: d.id)
-        if self._hot_marks(published, retries, dead):
-            held = self._mark_published_hot(now, published, fence)
+        if hot_path.marks_fit(self.hot_engine, published, retries, dead):
+            assert self.hot_engine is not None
+            held, touched = hot_path.mark_published(
+                self.hot_engine, now, published, fence, asynchronous=self.async_marks
+            )
+            lost = touched - held  # only the shards of this batch's rows were checked
         else:
             with self._begin("resolve") as conn:
                 held = fencing.held_shards(conn, fence, lock=True)
                 if held:
                     self._dialect.resolve(conn, now, published, retries, dead, held=held)
-        lost = fence.shards - held
+            lost = set(fence.shards - held)
         if lost:
             raise LeaseLostError(
                 f"{len(lost)} of this relay's shards were taken by another relay (or released): the marks "
