@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--patch", default=None, help="a bench.relay_proc --patch to compare (interleaved)")
     parser.add_argument("--config", default="{}", help="RelayConfig overrides as JSON")
+    parser.add_argument("--writers", type=int, default=2, help="writer processes")
+    parser.add_argument("--txn-rate", type=float, default=500.0, help="transactions/s of all writers at most")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     os.environ[TRACE_ENV] = "1"  # inherited by the relay processes
@@ -302,14 +304,15 @@ def main(argv: list[str] | None = None) -> int:
                     run = run_sustained(
                         engine, url, BOOTSTRAP, rate=args.rate, duration=args.seconds, instances=1,
                         relay_config={"dlq_topic": None, **json.loads(args.config)}, partitions=6,
-                        patch=patch,
+                        patch=patch, writers_count=args.writers, txn_rate=args.txn_rate,
                     )
                     run.pop("backlog_samples", None)
                     cycles = run.pop("cycles", [])
                     ack = run["commit_to_ack_ms"]
                     print(f"round {round_no + 1}, {patch or 'shipped'}: target {args.rate:.0f}/s, achieved "
                           f"{run['achieved_write_rate']}/s; ack p50/p99 {ack['p50']}/{ack['p99']} ms; "
-                          f"pg cpu/event {run['pg_backend_cpu_us_per_event']} us; relay cpu "
+                          f"pg cpu/event {run['pg_backend_cpu_us_per_event']} us (relay's sessions "
+                          f"{run['pg_relay_backends_cpu_us_per_event']}); relay cpu "
                           f"{run['relay_cpu_seconds']} s; mean batch {run['mean_batch']}", flush=True)
                     if run.get("cpu"):
                         print("cpu: " + format_line(run["cpu"]), flush=True)

@@ -105,7 +105,8 @@ def _published_at(engine: sa.Engine, topic: str) -> dict[str, float]:
 
 
 _BACKENDS = sa.text(
-    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    "SELECT pid, application_name FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
 )
 
 
@@ -133,12 +134,17 @@ class BacklogSampler(threading.Thread):
         self.t0 = time.time()
         self.cpu_first: dict[int, float] = {}
         self.cpu_last: dict[int, float] = {}
+        self.relay_pids: set[int] = set()
+        """Backends whose application_name says they are the relay's ("payment-events ...")."""
 
     def run(self) -> None:
         while not self.stopping.is_set():
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 with self.engine.connect() as conn:
-                    pids = [int(p) for p in conn.execute(_BACKENDS).scalars()]
+                    backends = conn.execute(_BACKENDS).all()
+                pids = [int(pid) for pid, _ in backends]
+                relay = (int(pid) for pid, name in backends if str(name).startswith("payment-events"))
+                self.relay_pids.update(relay)
                 self._sample_cpu(pids)
                 self.points.append((time.time() - self.t0, backlog.pending(self.engine)))
             self.stopping.wait(self.interval)
@@ -152,18 +158,23 @@ class BacklogSampler(threading.Thread):
             self.cpu_first.setdefault(pid, seconds if not self.points else 0.0)
             self.cpu_last[pid] = seconds
 
-    def backend_cpu_seconds(self) -> float:
-        """CPU seconds the run's backends used between the first and the last sample."""
-        return sum(self.cpu_last[pid] - self.cpu_first[pid] for pid in self.cpu_last)
+    def backend_cpu_seconds(self, role: str = "all") -> float:
+        """CPU seconds the run's backends used between the first and the last sample; ``role``: "all",
+        "relay" (the relay's sessions) or "writers" (every other session of the run's database)."""
+        return sum(
+            self.cpu_last[pid] - self.cpu_first[pid]
+            for pid in self.cpu_last
+            if role == "all" or (pid in self.relay_pids) == (role == "relay")
+        )
 
 
-def _per_event_us(sampler: BacklogSampler, rate: float) -> float | None:
+def _per_event_us(sampler: BacklogSampler, rate: float, role: str = "all") -> float | None:
     """Backend CPU per event: CPU between the first and last sample over the events written meanwhile
     (the writers' achieved rate times that window)."""
     if len(sampler.points) < 2 or rate <= 0:
         return None
     window = sampler.points[-1][0] - sampler.points[0][0]
-    return round(sampler.backend_cpu_seconds() / (rate * window) * 1e6, 1) if window > 0 else None
+    return round(sampler.backend_cpu_seconds(role) / (rate * window) * 1e6, 1) if window > 0 else None
 
 
 def start_writers(
@@ -281,14 +292,17 @@ def run_sustained(
     partitions: int,
     patch: str | None = None,
     drain_timeout: float = 10.0,
+    writers_count: int = WRITERS,
+    txn_rate: float = TXN_RATE_CAP,
 ) -> dict[str, Any]:
-    """One sustained run at ``rate`` events/s for ``duration`` s with ``instances`` relays."""
+    """One sustained run at ``rate`` events/s for ``duration`` s with ``instances`` relays; the writers
+    (``writers_count`` processes) commit at most ``txn_rate`` transactions/s in total."""
     vacuum_seconds = backlog.clear_pending(engine)
     topic = create_topic(
         f"sustained{int(rate)}x{instances}", partitions, {"message.timestamp.type": "LogAppendTime"}
     )
     workdir = Path(tempfile.mkdtemp(prefix="pe-bench-writers-"))
-    per_txn = max(1, math.ceil(rate / TXN_RATE_CAP))
+    per_txn = max(1, math.ceil(rate / txn_rate))
     group = RelayGroup(database_url, bootstrap, instances, relay_config, patch=patch)
     writers: list[subprocess.Popen[str]] = []
     sampler = BacklogSampler(engine)
@@ -298,7 +312,8 @@ def run_sustained(
         group.wait_balanced(engine, relay_config.get("shard_count", 64))
         warm_up(engine, topic)
         start_at = start_writers(
-            writers, database_url, topic=topic, rate=rate, per_txn=per_txn, duration=duration, workdir=workdir
+            writers, database_url, topic=topic, rate=rate, per_txn=per_txn, duration=duration, workdir=workdir,
+            count=writers_count,
         )
         meter.relay_pids, meter.writer_pids = group.pids, [w.pid for w in writers]
         meter.start()
@@ -318,7 +333,7 @@ def run_sustained(
         end_writers(writers)
         if not group.summaries:
             group.stop()
-    results = read_writers(workdir, WRITERS)
+    results = read_writers(workdir, writers_count)
     appended: dict[str, float] = {}
     commit_time, to_ack, to_mark = commit_latencies(engine, bootstrap, topic, results, appended)
     written = len(commit_time)
@@ -334,7 +349,7 @@ def run_sustained(
         "instances": instances,
         "patch": patch,
         "duration_seconds": duration,
-        "writers": WRITERS,
+        "writers": writers_count,
         "events_per_transaction": per_txn,
         "events_written": written,
         "achieved_write_rate": round(achieved, 1),
@@ -350,6 +365,8 @@ def run_sustained(
         "backlog_growth_per_second": round(growth, 1),
         "pg_backend_cpu_seconds": round(sampler.backend_cpu_seconds(), 2),
         "pg_backend_cpu_us_per_event": _per_event_us(sampler, achieved),
+        "pg_relay_backends_cpu_us_per_event": _per_event_us(sampler, achieved, "relay"),
+        "pg_writer_backends_cpu_us_per_event": _per_event_us(sampler, achieved, "writers"),
         "cpu": meter.result(events=round(achieved * (meter.samples[-1].wall - meter.samples[0].wall))),
         "backlog_max": max((n for _, n in sampler.points), default=0),
         "backlog_samples": [[round(t, 1), n] for t, n in sampler.points],

@@ -32,11 +32,11 @@ HOT_PATH_SETTINGS = "-c enable_sort=off -c enable_seqscan=off"
 connections, which run nothing but claims and marks (both index-driven; see :func:`hot_engine_options`)."""
 
 
-def hot_engine_options(options: dict[str, Any]) -> dict[str, Any]:
+def hot_engine_options(options: dict[str, Any], application_name: str | None = None) -> dict[str, Any]:
     """``create_engine`` options for a store's hot-path engine: its connections run only the claim and
     the published marks, each one statement in autocommit (one round trip, no ``BEGIN``/``COMMIT``),
     with the claim's planner pin set once per session instead of once per claim."""
-    options = engine_options(dict(options))
+    options = engine_options(dict(options), application_name)
     connect_args = dict(options.pop("connect_args", {}))
     connect_args["options"] = (connect_args.get("options", "") + " " + HOT_PATH_SETTINGS).strip()
     return {**options, "connect_args": connect_args, "isolation_level": "AUTOCOMMIT"}

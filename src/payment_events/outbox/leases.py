@@ -46,6 +46,7 @@ from sqlalchemy.pool import NullPool
 
 from payment_events.outbox.fencing import DEFAULT_LEASE_NAMESPACE, release_shards, take_shards
 from payment_events.outbox.ports import Fence, Takeover, new_owner_token
+from payment_events.outbox.postgres import application_name
 from payment_events.outbox.sharding import DEFAULT_SHARD_COUNT, validate_shard_count
 
 log = logging.getLogger("payment_events.outbox.leases")
@@ -151,6 +152,9 @@ class PostgresShardLeases:
             options: dict[str, Any] = {"poolclass": NullPool}
             if engine_or_url.startswith("postgresql+psycopg"):
                 options["connect_args"] = client_keepalive_args(takeover_seconds)
+                name = application_name(engine_or_url, "leases")
+                if name is not None:
+                    options["connect_args"]["application_name"] = name
             self._engine, self._owns_engine = create_engine(engine_or_url, **options), True
         if self._engine.dialect.name != "postgresql":
             raise ValueError("PostgresShardLeases needs PostgreSQL; use AllShards for SQLite")

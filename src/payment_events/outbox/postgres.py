@@ -20,12 +20,25 @@ from payment_events.outbox.rows import chunks
 from payment_events.outbox.table import UtcDateTime, retry_index_predicate
 
 
-def engine_options(options: dict[str, Any]) -> dict[str, Any]:
+def engine_options(options: dict[str, Any], application_name: str | None = None) -> dict[str, Any]:
     """``options`` for ``create_engine`` with JIT off: the relay's statements are short and
-    index-driven, so JIT compilation only adds latency."""
+    index-driven, so JIT compilation only adds latency. ``application_name`` names the connections in
+    ``pg_stat_activity`` (unless the caller's ``connect_args`` already do)."""
     connect_args = dict(options.pop("connect_args", {}))
     connect_args["options"] = (connect_args.get("options", "") + " -c jit=off").strip()
+    if application_name is not None:
+        connect_args.setdefault("application_name", application_name)
     return {**options, "connect_args": connect_args}
+
+
+def application_name(url: str, role: str) -> str | None:
+    """``payment-events <role>`` for the connections of ``url``, or ``None`` when the URL names them
+    itself (``?application_name=``): operators and the benchmark tell the relay's sessions apart by it."""
+    from sqlalchemy.engine import make_url
+
+    if "application_name" in make_url(url).query:
+        return None
+    return f"payment-events {role}"
 
 
 _LOCKED_SHARDS = text(

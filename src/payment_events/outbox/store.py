@@ -165,8 +165,9 @@ class SqlOutboxStore:
         refuse_async_url(url)
         hot_engine: Engine | None = None
         if url.startswith("postgresql"):
-            hot_engine = create_engine(url, **hot_path.hot_engine_options(engine_options))
-            engine_options = postgres.engine_options(engine_options)
+            hot_name = postgres.application_name(url, "hot path")
+            hot_engine = create_engine(url, **hot_path.hot_engine_options(engine_options, hot_name))
+            engine_options = postgres.engine_options(engine_options, postgres.application_name(url, "store"))
         engine = create_engine(url, **engine_options)
         if engine.dialect.name == "sqlite":
             configure_sqlite(engine)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 log = logging.getLogger("payment_events.relay.wakeup")
 
@@ -118,7 +119,11 @@ class PostgresNotifyWaker:
     """LISTENs on a channel with its own autocommit psycopg connection; reconnects after failures."""
 
     def __init__(self, database_url: str, channel: str, reconnect_seconds: float = 5.0) -> None:
+        from payment_events.outbox.postgres import application_name
+
         self._dsn = libpq_dsn(database_url)
+        name = application_name(database_url, "listen")
+        self._name: dict[str, Any] = {} if name is None else {"application_name": name}
         self._channel = channel
         self._reconnect_seconds = reconnect_seconds
         self._conn: object | None = None
@@ -130,7 +135,7 @@ class PostgresNotifyWaker:
 
         self._next_connect = time.monotonic() + self._reconnect_seconds
         try:
-            conn = psycopg.connect(self._dsn, autocommit=True)
+            conn = psycopg.connect(self._dsn, autocommit=True, **self._name)
         except (psycopg.Error, OSError) as exc:  # OSError: EMFILE and other transient resource errors
             log.warning(
                 "cannot LISTEN; polling until the connection works",

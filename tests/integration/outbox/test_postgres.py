@@ -311,3 +311,40 @@ def test_claim_stays_index_ordered_after_statistics_of_an_empty_outbox(
         claimed = store.claim_excluding(shards, 2000, datetime.now(UTC), busy)
         assert len(claimed) == 2000
         assert [r.id for r in claimed] == sorted(r.id for r in claimed)
+
+
+def test_the_relays_sessions_are_named_in_pg_stat_activity(pg_url: str) -> None:
+    """The store's two engines, the lease connection and the LISTEN connection carry an application_name
+    an operator can find in pg_stat_activity; a URL that names its sessions keeps its own name."""
+    from payment_events.outbox.leases import PostgresShardLeases
+    from payment_events.relay.wakeup import PostgresNotifyWaker
+
+    migrate.upgrade(pg_url)
+    store = SqlOutboxStore.from_url(pg_url)
+    leases = PostgresShardLeases(pg_url, shard_count=4)
+    waker = PostgresNotifyWaker(pg_url, "payment_events_outbox")
+    named = SqlOutboxStore.from_url(pg_url + ("&" if "?" in pg_url else "?") + "application_name=billing")
+    try:
+        store.claim(None, 1, datetime.now(UTC))
+        store.backlog(datetime.now(UTC))
+        leases.refresh()
+        with named.engine.connect() as conn:
+            own = conn.execute(text("SELECT current_setting('application_name')")).scalar_one()
+        with store.engine.connect() as conn:
+            names = set(
+                conn.execute(
+                    text("SELECT application_name FROM pg_stat_activity WHERE datname = current_database()")
+                ).scalars()
+            )
+        assert own == "billing"
+        assert {
+            "payment-events store",
+            "payment-events hot path",
+            "payment-events leases",
+            "payment-events listen",
+        } <= names
+    finally:
+        waker.close()
+        leases.close()
+        store.close()
+        named.close()
