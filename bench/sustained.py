@@ -312,8 +312,8 @@ def run_sustained(
         group.wait_balanced(engine, relay_config.get("shard_count", 64))
         warm_up(engine, topic)
         start_at = start_writers(
-            writers, database_url, topic=topic, rate=rate, per_txn=per_txn, duration=duration, workdir=workdir,
-            count=writers_count,
+            writers, database_url, topic=topic, rate=rate, per_txn=per_txn, duration=duration,
+            workdir=workdir, count=writers_count,
         )
         meter.relay_pids, meter.writer_pids = group.pids, [w.pid for w in writers]
         meter.start()
