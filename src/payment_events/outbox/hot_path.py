@@ -32,13 +32,22 @@ HOT_PATH_SETTINGS = "-c enable_sort=off -c enable_seqscan=off"
 connections, which run nothing but claims and marks (both index-driven; see :func:`hot_engine_options`)."""
 
 
-def hot_engine_options(options: dict[str, Any], application_name: str | None = None) -> dict[str, Any]:
+def hot_engine_options(
+    options: dict[str, Any], application_name: str | None = None, *, asynchronous_commit: bool = False
+) -> dict[str, Any]:
     """``create_engine`` options for a store's hot-path engine: its connections run only the claim and
     the published marks, each one statement in autocommit (one round trip, no ``BEGIN``/``COMMIT``),
-    with the claim's planner pin set once per session instead of once per claim."""
+    with the claim's planner pin set once per session instead of once per claim.
+
+    ``asynchronous_commit`` (the store's ``async_marks``): ``synchronous_commit = off`` for these
+    sessions. The claim share-locks lease rows, which gives its transaction WAL to flush at commit: with
+    the default, every claim waited for an fsync (a few hundred a second at low rates) for locks that a
+    crash releases anyway. Nothing a claim commits can be lost.
+    """
     options = engine_options(dict(options), application_name)
     connect_args = dict(options.pop("connect_args", {}))
-    connect_args["options"] = (connect_args.get("options", "") + " " + HOT_PATH_SETTINGS).strip()
+    settings = HOT_PATH_SETTINGS + (" -c synchronous_commit=off" if asynchronous_commit else "")
+    connect_args["options"] = (connect_args.get("options", "") + " " + settings).strip()
     return {**options, "connect_args": connect_args, "isolation_level": "AUTOCOMMIT"}
 
 

@@ -157,16 +157,17 @@ class SqlOutboxStore:
         check_schema: bool = True,
         **engine_options: Any,
     ) -> SqlOutboxStore:
-        """A store with its own engine for ``url`` (closed by :meth:`close`). SQLite gets WAL and a busy
-        timeout. With ``check_schema`` a missing or outdated table raises ``MigrationRequiredError`` now
-        rather than at the first claim. An async driver URL raises ``ConfigurationError``."""
+        """A store with its own engines for ``url`` (closed by :meth:`close`; PostgreSQL: also the hot
+        engine). SQLite gets WAL and a busy timeout. With ``check_schema`` a missing or outdated table
+        raises ``MigrationRequiredError`` now, not at the first claim; an async URL ``ConfigurationError``."""
         from payment_events.dburl import refuse_async_url
 
         refuse_async_url(url)
         hot_engine: Engine | None = None
         if url.startswith("postgresql"):
             hot_name = postgres.application_name(url, "hot path")
-            hot_engine = create_engine(url, **hot_path.hot_engine_options(engine_options, hot_name))
+            hot = hot_path.hot_engine_options(engine_options, hot_name, asynchronous_commit=async_marks)
+            hot_engine = create_engine(url, **hot)
             engine_options = postgres.engine_options(engine_options, postgres.application_name(url, "store"))
         engine = create_engine(url, **engine_options)
         if engine.dialect.name == "sqlite":

@@ -348,3 +348,20 @@ def test_the_relays_sessions_are_named_in_pg_stat_activity(pg_url: str) -> None:
         leases.close()
         store.close()
         named.close()
+
+
+@pytest.mark.parametrize(("async_marks", "expected"), [(True, "off"), (False, "on")])
+def test_hot_path_sessions_commit_asynchronously_with_async_marks(
+    pg_url: str, async_marks: bool, expected: str
+) -> None:
+    """The hot engine's sessions (claims with their lease locks, published marks) commit without waiting
+    for the WAL flush when the store's marks are asynchronous, and synchronously when they are not."""
+    migrate.upgrade(pg_url)
+    with SqlOutboxStore.from_url(pg_url, async_marks=async_marks) as store:
+        assert store.hot_engine is not None
+        with store.hot_engine.connect() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar_one() == expected
+            assert conn.execute(text("SHOW enable_sort")).scalar_one() == "off"
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+            assert conn.execute(text("SHOW enable_sort")).scalar_one() == "on"
