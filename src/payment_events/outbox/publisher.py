@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, Integer, String, bindparam, func, insert, literal_column, select
+from sqlalchemy import DateTime, Integer, String, bindparam, func, insert, literal_column, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -116,6 +116,41 @@ def _one_row_statements(dialect: str, lock: bool = False) -> tuple[Executable, E
         return insert_from(lock_call), insert_from(lock_call, notify)
     insert_one = insert(outbox_table).values(dict(zip(INSERT_COLUMNS, params, strict=True))).inline()
     return insert_one, insert_from(notify)
+
+_ROW_ARRAYS = ("event_id", "event_type", "schema_version", "topic", "key", "payload", "headers", "shard")
+"""The columns a multi-row insert sends as one array each (the two timestamps are one value for all)."""
+
+
+@lru_cache(maxsize=8)
+def _many_rows_statement(lock: bool, notify: bool) -> Executable:
+    """PostgreSQL: insert any number of rows with ONE statement of fixed text (so it is compiled once,
+    prepared by the driver, and sent in one round trip), with the keys' commit-order locks and the
+    notification in the same statement.
+
+    ``INSERT ... SELECT <columns> FROM unnest(<one array per column>) WITH ORDINALITY AS r
+    CROSS JOIN (SELECT <the sorted keys' locks>, pg_notify(...)) AS n ORDER BY r.ordinality``: the sort
+    takes in every joined row, so every lock is held before the first row gets its id, and the ids follow
+    the events' order. It replaced a lock statement, a multi-row ``VALUES`` insert rebuilt for every
+    publish, and a notify statement (three round trips; ~5 ms of the writer's CPU for ten events).
+    """
+    arrays = [bindparam(f"a_{name}", type_=ARRAY(outbox_table.c[name].type)) for name in _ROW_ARRAYS]
+    rows = (
+        func.unnest(*arrays)
+        .table_valued(*_ROW_ARRAYS, with_ordinality="ordinality")
+        .render_derived("r")
+    )
+    stamp = bindparam("p_stamp", type_=DateTime(timezone=True))
+    calls: list[Any] = []
+    if lock:
+        calls.append(_LOCK_KEYS.scalar_subquery().label("locked"))
+    if notify:
+        calls.append(func.pg_notify(_CHANNEL, literal_column("''")).label("notified"))
+    source = select(*(rows.c[name] for name in _ROW_ARRAYS), stamp, stamp)
+    if calls:
+        source = source.select_from(rows.join(select(*calls).subquery("n"), true()))
+    source = source.order_by(rows.c.ordinality)
+    return insert(outbox_table).from_select([*_ROW_ARRAYS, *_STAMPS], source).inline()
+
 
 Step = tuple[Executable, dict[str, Any] | list[dict[str, Any]]]
 """One statement of a publish and its parameters; a publisher runs each with ``execute``."""
@@ -197,7 +232,16 @@ class OutboxWriter:
             if notify:
                 return [(insert_and_notify, {**parameters, "notify_channel": self._channel})]
             return [(insert_one, parameters)]
-        values = [  # many rows: the table's column types convert the values (UtcDateTime: aware UTC)
+        if dialect == "postgresql":
+            many: dict[str, Any] = {f"a_{name}": [getattr(row, name) for row in rows] for name in _ROW_ARRAYS}
+            many["p_stamp"] = now.astimezone(UTC)
+            if lock:
+                many["lock_ns"] = KEY_LOCK_NAMESPACE
+                many["lock_keys"] = sorted({key_lock_id(row.key) for row in rows})
+            if notify:
+                many["notify_channel"] = self._channel
+            return [(_many_rows_statement(lock, notify), many)]
+        values = [  # many rows (SQLite): the table's column types convert the values
             {
                 "event_id": row.event_id,
                 "event_type": row.event_type,

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from payment_events.errors import StoreError
 from payment_events.events.codec import EncodedEvent
 from payment_events.outbox import migrate, postgres
+from payment_events.outbox.inserts import key_lock_id
 from payment_events.outbox.ports import Fence, Published
 from payment_events.outbox.postgres import pg_claim_sql
 from payment_events.outbox.publisher import OutboxPublisher
@@ -365,3 +366,27 @@ def test_hot_path_sessions_commit_asynchronously_with_async_marks(
         with store.engine.connect() as conn:
             assert conn.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
             assert conn.execute(text("SHOW enable_sort")).scalar_one() == "on"
+
+
+def test_publishing_many_events_is_one_statement_in_order(store: SqlOutboxStore) -> None:
+    """Several events (publish_many) are one INSERT with their keys' locks and the notification: one round
+    trip whatever the count, and the ids follow the events' order."""
+    events = [encoded(f"pay_{i % 7}".encode()) for i in range(300)]
+    with store.engine.connect() as conn:
+        publisher = OutboxPublisher(conn)
+        publisher.publish_encoded([encoded(b"warm-1"), encoded(b"warm-2")])
+        sent = statements_during(store.engine, lambda: publisher.publish_encoded(events))
+        rows = conn.execute(
+            text("SELECT event_id FROM payment_events_outbox WHERE event_id = ANY(:ids) ORDER BY id"),
+            {"ids": [e.event_id for e in events]},
+        ).scalars().all()
+        held = conn.execute(
+            text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        ).scalar_one()
+        conn.commit()
+    assert len(sent) == 1
+    assert "pg_advisory_xact_lock" in sent[0]
+    assert "pg_notify" in sent[0]
+    assert rows == [e.event_id for e in events]
+    keys = {key_lock_id(e.key) for e in events} | {key_lock_id(b"warm-1"), key_lock_id(b"warm-2")}
+    assert held == len(keys)
