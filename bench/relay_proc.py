@@ -27,6 +27,10 @@ measures the relay's memory, not a list of every event's latency growing in the 
 ~4 MB a minute at 2,000 events/s before the cap)."""
 
 
+BATCH_LOG_SIZE = 10_000
+"""Batch records kept (each a (time, size) pair, ~110 bytes): full within a minute at low rates."""
+
+
 class _Reservoir:
     """A uniform sample of at most ``size`` items from a stream (Algorithm R; fixed memory)."""
 
@@ -54,7 +58,7 @@ class BenchObserver:
     def __init__(self) -> None:
         self.batches = 0
         self.batched_rows = 0
-        self.batch_log = _Reservoir()
+        self.batch_log = _Reservoir(BATCH_LOG_SIZE)
         self.latencies = _Reservoir()
         self.retried_count = 0
         self.dead_count = 0
