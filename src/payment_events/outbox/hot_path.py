@@ -7,7 +7,8 @@ the relay's database CPU (issue 16). Here each is ONE statement: the lease check
 and of the marks, ``synchronous_commit`` is set inside the marks' statement, and the planner pin is a
 session setting of the store's *hot engine*, whose connections run in autocommit and run nothing else.
 :class:`~payment_events.outbox.store.SqlOutboxStore` uses these statements; without a hot engine (a store
-on the caller's engine) the same statements run in a transaction after the pin.
+on the caller's engine) the claims run in a transaction after the pin and the marks keep their
+transaction of the lease check and the updates, as do marks with retries or dead rows.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from payment_events.outbox.rows import RESOLVE_CHUNK, records
 from payment_events.outbox.table import UtcDateTime
 
 HOT_PATH_SETTINGS = "-c enable_sort=off -c enable_seqscan=off"
-"""The claim's planner pin (:data:`CLAIM_PLAN_PIN`) as session settings of the store's hot-path
+"""The claim's planner pin (:data:`~payment_events.outbox.postgres.CLAIM_PLAN_PIN`) as session settings of the store's hot-path
 connections, which run nothing but claims and marks (both index-driven; see :func:`hot_engine_options`)."""
 
 
