@@ -29,8 +29,9 @@ from payment_events.outbox.rows import RESOLVE_CHUNK, records
 from payment_events.outbox.table import UtcDateTime
 
 HOT_PATH_SETTINGS = "-c enable_sort=off -c enable_seqscan=off"
-"""The claim's planner pin (:data:`~payment_events.outbox.postgres.CLAIM_PLAN_PIN`) as session settings of the store's hot-path
-connections, which run nothing but claims and marks (both index-driven; see :func:`hot_engine_options`)."""
+"""The claim's planner pin (:data:`~payment_events.outbox.postgres.CLAIM_PLAN_PIN`) as session
+settings of the store's hot-path connections, which run nothing but claims and marks (both
+index-driven; see :func:`hot_engine_options`)."""
 
 
 def hot_engine_options(
