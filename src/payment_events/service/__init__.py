@@ -223,7 +223,16 @@ def _store(
     from payment_events.outbox.store import SqlOutboxStore
 
     if store_factory is None:
-        sql_store = SqlOutboxStore.from_url(database_url, shard_count=config.shard_count)
+        # Exactly-once: a mark must outlive a database crash. An asynchronous mark lost in a crash leaves
+        # its row pending although its transaction committed in Kafka, and the relay (which saw the mark
+        # succeed) would send it again: a duplicate that read_committed consumers see. The chaos
+        # scenario pg-restart-immediate showed 10-20 such duplicates per run with asynchronous marks.
+        from payment_events.relay.settings import EXACTLY_ONCE
+
+        durable = config.delivery == EXACTLY_ONCE
+        sql_store = SqlOutboxStore.from_url(
+            database_url, shard_count=config.shard_count, async_marks=not durable
+        )
         closers.append(sql_store.close)
         return sql_store
     store = store_factory(database_url, config)
