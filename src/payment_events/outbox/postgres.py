@@ -41,22 +41,6 @@ def application_name(url: str, role: str) -> str | None:
     return f"payment-events {role}"
 
 
-_LOCKED_SHARDS = text(
-    "SELECT objid::integer FROM pg_locks"
-    " WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND pid = :pid"
-    " AND classid = CAST(:ns AS bigint)::oid"
-    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-)
-
-
-def locked_shards(conn: Connection, namespace: int, lease_pid: int) -> set[int]:
-    """The shards whose advisory lock the backend ``lease_pid`` (a relay's lease connection) holds now.
-
-    A fenced claim keeps only these: a relay whose lease connection died claims nothing more, even
-    before another relay took over (one scan of ``pg_locks``)."""
-    return {int(s) for s in conn.execute(_LOCKED_SHARDS, {"ns": namespace, "pid": lease_pid}).scalars()}
-
-
 @lru_cache(maxsize=32)
 def pg_claim_sql(shard_filter: bool, limit: int, exclude: bool = False) -> str:
     """The claim on PostgreSQL, as SQL text sent through the driver (no per-row type processing).
@@ -167,7 +151,8 @@ def claim_statement(
 
 
 class PostgresDialect:
-    """How the store claims, marks and purges on PostgreSQL.
+    """How the store marks (on the transaction path) and purges on PostgreSQL; every claim goes through
+    :mod:`~payment_events.outbox.hot_path`.
 
     ``async_marks`` commits the marks with ``SET LOCAL synchronous_commit = off`` (see
     :class:`~payment_events.outbox.store.SqlOutboxStore`).
@@ -181,14 +166,6 @@ class PostgresDialect:
     @staticmethod
     def configure(engine: Engine) -> None:
         """Nothing to set per connection (JIT is turned off through :func:`engine_options`)."""
-
-    @staticmethod
-    def claim(
-        conn: Connection, owned: list[int] | None, limit: int, now: datetime, busy: Collection[int]
-    ) -> list[Any]:
-        """The claimed rows as tuples in :data:`~payment_events.outbox.rows.RECORD_COLUMNS` order."""
-        sql, params = claim_statement(owned, limit, now, busy)
-        return fetch_binary(conn, sql, params, (CLAIM_PLAN_PIN,))  # pinned: see CLAIM_PLAN_PIN
 
     def resolve(
         self,

@@ -81,7 +81,6 @@ _MAX_ROWS_PER_STATEMENT = 500  # 5,000 parameters: far below PostgreSQL's and SQ
 # form. The one-row hot path binds the two timestamps already in their stored form (one conversion per
 # publish instead of per column) and is `inline` (no primary-key fetch): about as cheap as plain SQL.
 _CHANNEL = bindparam("notify_channel", type_=String())
-_NOTIFY = select(func.pg_notify(_CHANNEL, literal_column("''")))
 _STAMPS = ("next_attempt_at", "created_at")
 
 
@@ -241,7 +240,7 @@ class OutboxWriter:
             if notify:
                 many["notify_channel"] = self._channel
             return [(_many_rows_statement(lock, notify), many)]
-        values = [  # many rows (SQLite): the table's column types convert the values
+        values = [  # many rows (SQLite: one writer at a time, so no key locks; no NOTIFY)
             {
                 "event_id": row.event_id,
                 "event_type": row.event_type,
@@ -256,17 +255,10 @@ class OutboxWriter:
             }
             for row in rows
         ]
-        steps: list[Step] = []
-        if lock:
-            keys = sorted({key_lock_id(row.key) for row in rows})
-            steps.append((_LOCK_KEYS, {"lock_ns": KEY_LOCK_NAMESPACE, "lock_keys": keys}))
-        steps += [
+        return [
             (insert(outbox_table).values(values[start : start + _MAX_ROWS_PER_STATEMENT]).inline(), {})
             for start in range(0, len(values), _MAX_ROWS_PER_STATEMENT)
         ]
-        if notify:
-            steps.append((_NOTIFY, {"notify_channel": self._channel}))
-        return steps
 
     @staticmethod
     def translate(exc: SQLAlchemyError) -> Exception | None:

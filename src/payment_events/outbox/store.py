@@ -297,8 +297,6 @@ class SqlOutboxStore:
             # Share-locks the lease rows until the claim commits: a takeover waits for it, so the claim
             # happens entirely before or entirely after it. Then the usual claim over what is held.
             held = fencing.held_shards(conn, fence, lock=True)
-            if held and fence.lease_pid is not None and isinstance(self._dialect, PostgresDialect):
-                held &= postgres.locked_shards(conn, fence.namespace, fence.lease_pid)
             if not held:
                 return []
             owned = None if len(held) == self.shard_count else sorted(held)
